@@ -1,0 +1,55 @@
+"""hf-heads: Gaussian Adaptive Attention and task heads for GPT-2-style models, as ordinary Hugging Face models.
+
+Importing the package registers every configuration and model class with the Auto classes.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .gaam import GaussianAdaptiveAttention, from_reference
+from .models.gaam_gpt2 import (
+    GaamGPT2Config,
+    GaamGPT2ForQuestionAnswering,
+    GaamGPT2ForSequenceClassification,
+    GaamGPT2ForTokenClassification,
+    GaamGPT2LMHeadModel,
+    GaamGPT2Model,
+)
+
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    AutoConfig.register(GaamGPT2Config.model_type, GaamGPT2Config, exist_ok=True)
+    for auto_class, model_class in (
+        (AutoModel, GaamGPT2Model),
+        (AutoModelForCausalLM, GaamGPT2LMHeadModel),
+        (AutoModelForSequenceClassification, GaamGPT2ForSequenceClassification),
+        (AutoModelForTokenClassification, GaamGPT2ForTokenClassification),
+        (AutoModelForQuestionAnswering, GaamGPT2ForQuestionAnswering),
+    ):
+        auto_class.register(GaamGPT2Config, model_class, exist_ok=True)
+        # `save_pretrained` then writes `auto_map` and copies the modelling files for `trust_remote_code=True`.
+        model_class.register_for_auto_class(auto_class.__name__)
+    GaamGPT2Config.register_for_auto_class()
+
+
+_register()
+
+__all__ = [
+    "GaamGPT2Config",
+    "GaamGPT2ForQuestionAnswering",
+    "GaamGPT2ForSequenceClassification",
+    "GaamGPT2ForTokenClassification",
+    "GaamGPT2LMHeadModel",
+    "GaamGPT2Model",
+    "GaussianAdaptiveAttention",
+    "from_reference",
+]

@@ -1,0 +1,286 @@
+"""Multi-head Gaussian Adaptive Attention (GAAM), Ioannides et al., arXiv 2401.11143.
+
+This file depends on torch alone: model folders saved for `trust_remote_code=True` carry it beside their
+modelling code, so a colleague without `hf_heads` installed can load them.
+
+Semantics (those of the reference package `gaussian-adaptive-attention`), per head, along the normalised axis:
+
+    mean, var = mean(x), var(x, unbiased) + eps
+    y_g       = (x - (mean + mean_offsets[g])) / sqrt(var)
+    w         = prod_g N(y_g; 0, c[g]^2)
+    w         = w / max(sum(w), eps)
+    out       = x * w
+
+A product of Gaussians is a single Gaussian, so the loop over G collapses. With precisions p_g = 1 / c_g^2,
+P = sum p_g, A = sum p_g o_g and Q = sum p_g o_g^2 (o = mean_offsets, s = sqrt(var)):
+
+    log w = -P / 2 * ((x - mean - A / P) / s)^2  -  (Q - A^2 / P) / (2 s^2)  +  log_norm
+
+where log_norm = -G/2 log(2 pi) - sum_g log|c_g|. The normalisation is a log-sum-exp. Computed this way the
+cost does not grow with G, and nothing underflows where the reference's product of densities does.
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+
+
+class _Blocks:
+    """Heads as contiguous equal-size blocks of the normalised axis: a reshape, plain reductions, broadcasting."""
+
+    def __init__(self, x: torch.Tensor, axis: int, num_heads: int):
+        size = x.shape[axis] // num_heads
+        self.shape = x.shape[:axis] + (num_heads, size) + x.shape[axis + 1 :]
+        self.head_shape = (num_heads,) + (1,) * (x.dim() - axis)
+        self.reduce_dim = axis + 1
+        self.count = size
+        self.bessel = size - 1  # at least 1: sizes are checked before
+
+    def per_head(self, values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(self.head_shape)
+
+    def sum(self, v: torch.Tensor) -> torch.Tensor:
+        return v.sum(self.reduce_dim, keepdim=True)
+
+    def amax(self, v: torch.Tensor) -> torch.Tensor:
+        return v.amax(self.reduce_dim, keepdim=True)
+
+    def spread(self, stats: torch.Tensor) -> torch.Tensor:
+        return stats
+
+
+class _Buckets:
+    """Heads as index buckets along the last axis (scatter/gather), for masks that vary along the normalised axis.
+
+    Each row splits *its own* valid positions into heads, so a row's result does not depend on its padding or
+    its batch-mates. Padded positions go to an extra bucket (index `num_heads`) whose result is discarded.
+    """
+
+    def __init__(self, valid: torch.Tensor, row_shape: torch.Size, num_heads: int):
+        rank = valid.cumsum(-1) - 1
+        num_valid = valid.sum(-1, keepdim=True)
+        # Rows shorter than 2 * num_heads cannot give every head two positions; heads then take one position each
+        # (a head over one position gives it weight 1) rather than failing on data the user cannot control.
+        chunk = torch.div(num_valid, num_heads, rounding_mode="floor").clamp(min=1)
+        head = torch.div(rank, chunk, rounding_mode="floor").clamp(max=num_heads - 1)
+        head = torch.where(valid, head, num_heads)
+        self.index = head.expand(row_shape)
+        self.stats_shape = row_shape[:-1] + (num_heads + 1,)
+        count = head.new_zeros(head.shape[:-1] + (num_heads + 1,)).scatter_add(-1, head, torch.ones_like(head))
+        self.count = count.clamp(min=1)
+        self.bessel = (count - 1).clamp(min=1)
+
+    def per_head(self, values: torch.Tensor) -> torch.Tensor:
+        # The padding bucket gets neutral parameters; its result is discarded.
+        return torch.cat([values, values.new_ones(1)])
+
+    def sum(self, v: torch.Tensor) -> torch.Tensor:
+        return v.new_zeros(self.stats_shape).scatter_add(-1, self.index, v)
+
+    def amax(self, v: torch.Tensor) -> torch.Tensor:
+        return v.new_zeros(self.stats_shape).scatter_reduce(-1, self.index, v, reduce="amax", include_self=False)
+
+    def spread(self, stats: torch.Tensor) -> torch.Tensor:
+        return stats.expand(self.stats_shape).gather(-1, self.index)
+
+
+class _GaussianWeights(torch.autograd.Function):
+    """Normalised GAAM weights of `x` for heads laid out by `segments`, with a hand-written backward.
+
+    Inputs per head (shaped by `segments.per_head`): total precision P, shift A / P, spread D = Q - A^2 / P and
+    log_norm. With mean m, centred c = x - m, variance v, scale a = sqrt(P / (2 v)), z = (c - A / P) a:
+
+        log w = k - z^2,   k = log_norm - D / (2 v)
+
+    Autograd through those few lines records ~25 full-size ops; the backward below needs ~10, which is most of
+    the op's speed on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, total_precision, shift, spread_of_offsets, log_norm, segments, eps):
+        mean = segments.sum(x) / segments.count
+        centered = x - segments.spread(mean)
+        var = segments.sum(centered.square()) / segments.bessel + eps
+        scale = (0.5 * total_precision / var).sqrt()
+        z = torch.addcmul(segments.spread(-shift * scale), centered, segments.spread(scale))
+        q = z.square()
+        k = log_norm - 0.5 * spread_of_offsets / var
+        # Normalise around each head's peak so nothing overflows or underflows. With e = exp(peak - q), the
+        # reference's `w / max(sum w, eps)` is `e * min(1 / sum e, exp(k - peak) / eps)`; sum e >= 1 (the peak
+        # itself) and exp(k - peak) can only underflow to 0.
+        peak = -segments.amax(-q)
+        unnormalised = (segments.spread(peak) - q).exp_()
+        normal = segments.sum(unnormalised).reciprocal()
+        floored = (k - peak).exp() / eps
+        clamped = floored < normal
+        weights = unnormalised.mul_(segments.spread(torch.where(clamped, floored, normal)))
+        ctx.segments = segments
+        ctx.save_for_backward(centered, z, weights, scale, var, total_precision, spread_of_offsets, clamped)
+        return weights
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_weights):
+        segments = ctx.segments
+        centered, z, weights, scale, var, total_precision, spread_of_offsets, clamped = ctx.saved_tensors
+        # Softmax backward where the floor is inactive; where it is active, w = exp(k - q) / eps.
+        beta = segments.sum(grad_weights * weights)
+        grad_q = (segments.spread(beta.masked_fill(clamped, 0.0)) - grad_weights).mul_(weights)
+        grad_k = beta.masked_fill(~clamped, 0.0)
+        grad_z = grad_q.mul_(z).mul_(2.0)
+        grad_scale = segments.sum(grad_z * z) / scale
+        grad_shift = -scale * segments.sum(grad_z)
+        grad_var = (spread_of_offsets * grad_k / var - scale * grad_scale) / (2 * var)
+        grad_centered = torch.addcmul(
+            grad_z.mul_(segments.spread(scale)), centered, segments.spread(2 * grad_var / segments.bessel)
+        )
+        grad_x = grad_centered - segments.spread(segments.sum(grad_centered) / segments.count)
+
+        def per_head(grad, like):
+            return grad.sum_to_size(like.shape)
+
+        return (
+            grad_x,
+            per_head(grad_scale * scale / (2 * total_precision), total_precision),
+            per_head(grad_shift, total_precision),
+            per_head(-grad_k / (2 * var), spread_of_offsets),
+            per_head(grad_k, total_precision),
+            None,
+            None,
+        )
+
+
+def gaussian_weights(x, segments, total_precision, shift, spread_of_offsets, log_norm, eps: float) -> torch.Tensor:
+    """Normalised GAAM weights of `x`, heads laid out by `segments`; parameters are per-head vectors."""
+    per_head = (segments.per_head(p) for p in (total_precision, shift, spread_of_offsets, log_norm))
+    return _GaussianWeights.apply(x, *per_head, segments, eps)
+
+
+class GaussianAdaptiveAttention(nn.Module):
+    r"""
+    Multi-head Gaussian adaptive attention along one axis of its input.
+
+    Args:
+        num_heads (`int`):
+            Number of heads. The normalised axis is split into `num_heads` contiguous chunks of `size // num_heads`
+            elements, the last head taking the rest; every chunk must hold at least 2 elements.
+        num_gaussians (`int`):
+            Number of Gaussians whose product weighs each head's elements.
+        norm_axis (`int`):
+            The axis along which statistics and weights are computed (for `(batch, seq, hidden)` inputs: `1` for
+            the sequence, `-1` for the features).
+        eps (`float`, *optional*, defaults to 1e-8):
+            Added to the variance, and the floor of the normalising sum (as in the reference).
+
+    Parameters `mean_offsets` and `c` have shape `(num_heads, num_gaussians)`: row `h` holds the reference's
+    per-head `mean_offsets` and `c`.
+    """
+
+    def __init__(self, num_heads: int, num_gaussians: int, norm_axis: int, eps: float = 1e-8):
+        super().__init__()
+        _check_positive_int("num_heads", num_heads)
+        _check_positive_int("num_gaussians", num_gaussians)
+        if isinstance(norm_axis, bool) or not isinstance(norm_axis, int):
+            raise ValueError(f"`norm_axis` must be an integer axis index, got {norm_axis!r}.")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"`eps` must be a positive number, got {eps!r}.")
+        self.num_heads = num_heads
+        self.num_gaussians = num_gaussians
+        self.norm_axis = norm_axis
+        self.eps = float(eps)
+        self.mean_offsets = nn.Parameter(torch.zeros(num_heads, num_gaussians))
+        self.c = nn.Parameter(torch.randn(num_heads, num_gaussians))
+
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, num_gaussians={self.num_gaussians}, norm_axis={self.norm_axis}, eps={self.eps}"
+
+    def _axis(self, x: torch.Tensor) -> int:
+        if not -x.dim() <= self.norm_axis < x.dim():
+            raise ValueError(
+                f"`norm_axis`={self.norm_axis} is out of range for an input with {x.dim()} dimensions "
+                f"(accepted: {-x.dim()} to {x.dim() - 1})."
+            )
+        return self.norm_axis % x.dim()
+
+    def _check_size(self, size: int, axis: int) -> None:
+        if size // self.num_heads < 2:
+            raise ValueError(
+                f"`num_heads`={self.num_heads} splits axis {axis} of size {size} into chunks of "
+                f"{size // self.num_heads} element(s); each head needs at least 2, so use at most "
+                f"{max(size // 2, 1)} heads or a longer axis."
+            )
+
+    def _valid_positions(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or attention_mask.shape != x.shape[:2]:
+            raise ValueError(
+                f"`attention_mask` must have shape (batch, sequence) = {tuple(x.shape[:2])} matching the input's "
+                f"first two axes, got {tuple(attention_mask.shape)}."
+            )
+        return attention_mask.to(torch.bool).reshape(attention_mask.shape + (1,) * (x.dim() - 2))
+
+    def _head_parameters(self, dtype: torch.dtype, heads: slice = slice(None)):
+        c = self.c[heads].to(dtype)
+        offsets = self.mean_offsets[heads].to(dtype)
+        precision = c.pow(-2)
+        total_precision = precision.sum(-1)
+        shift = (precision * offsets).sum(-1) / total_precision
+        spread_of_offsets = (precision * offsets.square()).sum(-1) - total_precision * shift.square()
+        log_norm = -0.5 * self.num_gaussians * math.log(2 * math.pi) - c.abs().log().sum(-1)
+        return total_precision, shift, spread_of_offsets, log_norm
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, return_weights: bool = False):
+        """
+        Args:
+            x: input of any shape with at least one axis.
+            attention_mask: optional `(batch, sequence)` mask over `x`'s first two axes, 1 for real positions and 0
+                for padding. Padded positions are left out of the means, variances and normalisation, and are
+                returned unchanged (their weights are 0).
+            return_weights: also return the normalised Gaussian weights, shaped like `x`.
+        """
+        axis = self._axis(x)
+        valid = None if attention_mask is None else self._valid_positions(x, attention_mask)
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+        x_compute = x.to(compute_dtype)
+        size = x.shape[axis]
+
+        if valid is None or valid.shape[axis] == 1:
+            # Every row splits the axis the same way: fast contiguous blocks (the last head takes the rest).
+            self._check_size(size, axis)
+            weights = self._block_weights(x_compute, axis)
+        else:
+            x_last = x_compute.movedim(axis, -1)
+            segments = _Buckets(valid.movedim(axis, -1), x_last.shape, self.num_heads)
+            heads = self._head_parameters(compute_dtype)
+            weights = gaussian_weights(x_last, segments, *heads, eps=self.eps).movedim(-1, axis)
+
+        if valid is not None:
+            weights = weights.masked_fill(~valid, 0.0)
+            output = torch.where(valid, x_compute * weights, x_compute)
+        else:
+            output = x_compute * weights
+        output = output.to(x.dtype)
+        return (output, weights) if return_weights else output
+
+    def _block_weights(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        size = x.shape[axis]
+        chunk = size // self.num_heads
+        # The last head takes the remainder: when there is one, it is computed as a block of its own.
+        parts = [(0, self.num_heads, chunk * self.num_heads)]
+        if chunk * self.num_heads != size:
+            last = self.num_heads - 1
+            parts = [(0, last, chunk * last), (last, self.num_heads, size - chunk * last)]
+        weights = []
+        for first_head, end_head, length in parts:
+            block = x.narrow(axis, parts[0][2] if first_head else 0, length)
+            segments = _Blocks(block, axis, end_head - first_head)
+            heads = self._head_parameters(x.dtype, slice(first_head, end_head))
+            block_weights = gaussian_weights(block.reshape(segments.shape), segments, *heads, eps=self.eps)
+            weights.append(block_weights.reshape(block.shape))
+        return weights[0] if len(weights) == 1 else torch.cat(weights, dim=axis)

@@ -1,0 +1,90 @@
+"""GAAM-GPT2 configuration: GPT-2 with Gaussian Adaptive Attention in its blocks."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import GPT2Config
+
+
+GAAM_PLACEMENTS = ("augment", "replace")
+GAAM_NORM_AXES = ("sequence", "features")
+CLASSIFIER_POOLINGS = ("last", "mean")
+
+
+def _accepts(name: str, value, accepted) -> None:
+    if value not in accepted:
+        raise ValueError(f"`{name}`={value!r} is not supported; accepted values: {', '.join(map(repr, accepted))}.")
+
+
+@strict
+class GaamGPT2Config(GPT2Config):
+    r"""
+    Configuration of a GAAM-GPT2 model: every field of [`GPT2Config`], plus where and how Gaussian Adaptive Attention
+    (GAAM, Ioannides et al., arXiv 2401.11143) sits in the blocks. Any GPT-2 checkpoint loads into the GAAM-GPT2
+    classes: GPT-2's weights are kept and only the GAAM parameters are new.
+
+    gaam_placement (`str`, *optional*, defaults to `"augment"`):
+        `"augment"`: GAAM is an extra residual branch after self-attention, `h = h + gate * GAAM(h)`, with a
+        learnable scalar `gate` initialised to 0, so the model equals GPT-2 at step 0 and learns how much GAAM to
+        use. `"replace"`: GAAM takes the place of dot-product self-attention (`h = h + GAAM(ln_1(h))`); GAAM
+        scales features but moves no content between tokens.
+    gaam_layers (`list[int]`, *optional*):
+        Indices of the blocks that carry GAAM; `None` means every block.
+    gaam_num_heads (`int`, *optional*, defaults to 4):
+        GAAM heads: the normalised axis is split into this many contiguous chunks.
+    gaam_num_gaussians (`int`, *optional*, defaults to 5):
+        Gaussians per GAAM head.
+    gaam_norm_axis (`str`, *optional*, defaults to `"features"`):
+        `"features"`: statistics over each token's hidden features (causal by construction, usable in a causal
+        LM). `"sequence"`: statistics over the sequence positions of each feature (sees the future, so refused
+        for causal LMs); padding is left out using `attention_mask`.
+    gaam_eps (`float`, *optional*, defaults to 1e-8):
+        GAAM's variance epsilon and normalisation floor.
+    classifier_pooling (`str`, *optional*, defaults to `"last"`):
+        How [`GaamGPT2ForSequenceClassification`] reads a sequence: `"last"` (GPT-2's rule: the last real token,
+        taken from `attention_mask` when given) or `"mean"` (mean over real tokens).
+    """
+
+    model_type = "gaam_gpt2"
+
+    gaam_placement: str = "augment"
+    gaam_layers: list[int] | None = None
+    gaam_num_heads: int = 4
+    gaam_num_gaussians: int = 5
+    gaam_norm_axis: str = "features"
+    gaam_eps: float = 1e-8
+    classifier_pooling: str = "last"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Checked here rather than in a `validate_*` hook so users get a plain ValueError naming the field.
+        self._check_gaam_fields()
+
+    def _check_gaam_fields(self):
+        _accepts("gaam_placement", self.gaam_placement, GAAM_PLACEMENTS)
+        _accepts("gaam_norm_axis", self.gaam_norm_axis, GAAM_NORM_AXES)
+        _accepts("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLINGS)
+        for name in ("gaam_num_heads", "gaam_num_gaussians"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+        if not self.gaam_eps > 0:
+            raise ValueError(f"`gaam_eps` must be positive, got {self.gaam_eps!r}.")
+        if self.gaam_layers is not None:
+            outside = [index for index in self.gaam_layers if not 0 <= index < self.n_layer]
+            if outside or len(set(self.gaam_layers)) != len(self.gaam_layers):
+                raise ValueError(
+                    f"`gaam_layers`={self.gaam_layers!r} must list distinct block indices in [0, {self.n_layer - 1}] "
+                    f"(n_layer={self.n_layer}), or be None for every block."
+                )
+        if self.gaam_norm_axis == "features" and self.n_embd // self.gaam_num_heads < 2:
+            raise ValueError(
+                f"`gaam_num_heads`={self.gaam_num_heads} splits n_embd={self.n_embd} features into chunks of "
+                f"{self.n_embd // self.gaam_num_heads}; each GAAM head needs at least 2, so use at most "
+                f"{self.n_embd // 2} heads."
+            )
+
+    @property
+    def gaam_block_indices(self) -> list[int]:
+        """The blocks that carry GAAM."""
+        return list(range(self.n_layer)) if self.gaam_layers is None else sorted(self.gaam_layers)
+
+
+__all__ = ["GaamGPT2Config"]
