@@ -35,8 +35,8 @@ def from_reference(module) -> GaussianAdaptiveAttention:
         num_gaussians=heads[0].num_gaussians,
         norm_axis=module.norm_axis,
         eps=heads[0].eps,
-    )
+    ).to(device=heads[0].c.device, dtype=heads[0].c.dtype)
     with torch.no_grad():
         converted.mean_offsets.copy_(torch.stack([head.mean_offsets.detach() for head in heads]))
         converted.c.copy_(torch.stack([head.c.detach() for head in heads]))
-    return converted.to(heads[0].c.device)
+    return converted
