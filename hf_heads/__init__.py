@@ -21,6 +21,7 @@ from .models.gaam_gpt2 import (
     GaamGPT2LMHeadModel,
     GaamGPT2Model,
 )
+from .models.headed import HeadedConfig, HeadedModelForSequenceClassification, HeadedModelForTokenClassification
 
 
 __version__ = "0.1.0"
@@ -39,6 +40,14 @@ def _register() -> None:
         # `save_pretrained` then writes `auto_map` and copies the modelling files for `trust_remote_code=True`.
         model_class.register_for_auto_class(auto_class.__name__)
     GaamGPT2Config.register_for_auto_class()
+    AutoConfig.register(HeadedConfig.model_type, HeadedConfig, exist_ok=True)
+    for auto_class, model_class in (
+        (AutoModelForSequenceClassification, HeadedModelForSequenceClassification),
+        (AutoModelForTokenClassification, HeadedModelForTokenClassification),
+    ):
+        auto_class.register(HeadedConfig, model_class, exist_ok=True)
+        model_class.register_for_auto_class(auto_class.__name__)
+    HeadedConfig.register_for_auto_class()
 
 
 _register()
@@ -51,5 +60,8 @@ __all__ = [
     "GaamGPT2LMHeadModel",
     "GaamGPT2Model",
     "GaussianAdaptiveAttention",
+    "HeadedConfig",
+    "HeadedModelForSequenceClassification",
+    "HeadedModelForTokenClassification",
     "from_reference",
 ]

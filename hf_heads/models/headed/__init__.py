@@ -1,0 +1,11 @@
+from .._shared_files import share_gaam_layer
+
+
+share_gaam_layer(__name__)
+
+from .configuration_headed import HeadedConfig  # noqa: E402
+from .modeling_headed import (  # noqa: E402
+    HeadedModelForSequenceClassification,
+    HeadedModelForTokenClassification,
+    HeadedPreTrainedModel,
+)

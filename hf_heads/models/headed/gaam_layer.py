@@ -1,0 +1,1 @@
+../../gaam/layer.py
