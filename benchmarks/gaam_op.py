@@ -49,8 +49,8 @@ def _resident_bytes() -> int:
 def measure_peak_memory(implementation, shape, axis, heads, gaussians) -> float:
     """Run in a child process: MiB that one forward + backward adds to the resident set at its peak.
 
-    Large tensors are separate mappings that are returned to the OS when freed, so sampling the resident set every
-    millisecond while the step runs sees the step's peak.
+    Large tensors are separate mappings that are returned to the OS when freed (see the caller's mmap threshold),
+    so sampling the resident set every millisecond while the step runs sees the step's peak.
     """
     layer = build(implementation, axis, heads, gaussians)
     x = torch.randn(shape, requires_grad=True)
@@ -75,7 +75,10 @@ def peak_memory_in_fresh_process(*spec) -> float:
         f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import gaam_op; "
         f"print(gaam_op.measure_peak_memory(*{json.dumps(spec)}))"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # A fixed mmap threshold makes glibc return every large block to the OS when it is freed (its default threshold
+    # grows after frees, keeping freed tensors resident), so the resident set follows live tensor memory.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     return float(output.strip().splitlines()[-1])
 
 

@@ -19,9 +19,6 @@ import torch
 from transformers import (
     DataCollatorForLanguageModeling,
     DataCollatorWithPadding,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    GPT2LMHeadModel,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -35,11 +32,12 @@ from hf_heads.training.metrics import classification_metrics
 
 
 SIZE = dict(n_layer=2, n_embd=128, n_head=4, n_positions=256)
-GAAM = dict(gaam_placement="augment", gaam_num_heads=4, gaam_num_gaussians=5, gaam_norm_axis="features")
+# Both variants use the GAAM-GPT2 classes and mean pooling; `gaam_layers=[]` is plain GPT-2 (no GAAM anywhere,
+# bit-identical to `transformers`' GPT-2), so the comparison differs in GAAM alone.
+COMMON = dict(gaam_placement="augment", gaam_num_heads=4, gaam_num_gaussians=5, gaam_norm_axis="features")
 VARIANTS = {
-    # name: (LM class, classifier class, config class, extra config)
-    "GAAM-GPT2 (augment)": (GaamGPT2LMHeadModel, GaamGPT2ForSequenceClassification, GaamGPT2Config, GAAM),
-    "GPT-2": (GPT2LMHeadModel, GPT2ForSequenceClassification, GPT2Config, {}),
+    "GAAM-GPT2 (augment, every block)": dict(COMMON, gaam_layers=None),
+    "GPT-2 (no GAAM)": dict(COMMON, gaam_layers=[]),
 }
 
 
@@ -106,11 +104,11 @@ def main():
     )
 
     rows = []
-    for name, (lm_class, classifier_class, config_class, extra) in VARIANTS.items():
-        folder = args.output_dir / name.split(" ")[0].lower()
+    for name, gaam_fields in VARIANTS.items():
+        folder = args.output_dir / ("gaam-gpt2" if gaam_fields["gaam_layers"] is None else "gpt2")
         variant_started = time.perf_counter()
         set_seed(args.seed)
-        lm = lm_class(config_class(**common, **extra))
+        lm = GaamGPT2LMHeadModel(GaamGPT2Config(**common, **gaam_fields))
         Trainer(
             model=lm,
             args=training_arguments(folder / "lm", args, max_steps=args.pretrain_steps, learning_rate=2e-3),
@@ -121,8 +119,9 @@ def main():
         tokenizer.save_pretrained(folder / "lm")
 
         set_seed(args.seed)
-        classifier = classifier_class.from_pretrained(
+        classifier = GaamGPT2ForSequenceClassification.from_pretrained(
             folder / "lm",
+            classifier_pooling="mean",
             num_labels=len(names),
             id2label=dict(enumerate(names)),
             label2id={label: index for index, label in enumerate(names)},
