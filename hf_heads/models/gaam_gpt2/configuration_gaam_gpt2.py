@@ -9,6 +9,7 @@ GAAM_NORM_AXES = ("sequence", "features")
 CLASSIFIER_POOLINGS = ("last", "mean")
 
 
+# Kept in this file rather than shared: a folder saved for `trust_remote_code=True` carries only this model's files.
 def _accepts(name: str, value, accepted) -> None:
     if value not in accepted:
         raise ValueError(f"`{name}`={value!r} is not supported; accepted values: {', '.join(map(repr, accepted))}.")

@@ -9,6 +9,7 @@ HEAD_TYPES = ("attention", "gaam_layers", "last_token", "mean")
 HEAD_POOLINGS = ("last", "mean", "attention")
 
 
+# Kept in this file rather than shared: a folder saved for `trust_remote_code=True` carries only this model's files.
 def _accepts(name: str, value, accepted) -> None:
     if value not in accepted:
         raise ValueError(f"`{name}`={value!r} is not supported; accepted values: {', '.join(map(repr, accepted))}.")
