@@ -1,7 +1,7 @@
 """Classification metrics computed locally (no metric scripts downloaded from the Hub)."""
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, f1_score
 
 
 def classification_metrics(eval_prediction) -> dict[str, float]:
@@ -14,7 +14,3 @@ def classification_metrics(eval_prediction) -> dict[str, float]:
         "accuracy": float(accuracy_score(labels, predictions)),
         "macro_f1": float(f1_score(labels, predictions, average="macro")),
     }
-
-
-def confusion(labels, predictions, num_labels: int) -> np.ndarray:
-    return confusion_matrix(labels, predictions, labels=list(range(num_labels)))
