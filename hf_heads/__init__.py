@@ -12,7 +12,10 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
-from .gaam import GaussianAdaptiveAttention, from_reference
+from .features import CachedFeaturesCollator, cache_backbone_features
+from .gaam import GaussianAdaptiveAttention, ImportanceFactors, from_reference, importance_factors, plot_importance
+from .generation import explain
+from .lora import lora_config_for
 from .models.gaam_gpt2 import (
     GaamGPT2Config,
     GaamGPT2ForQuestionAnswering,
@@ -53,6 +56,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "CachedFeaturesCollator",
     "GaamGPT2Config",
     "GaamGPT2ForQuestionAnswering",
     "GaamGPT2ForSequenceClassification",
@@ -63,5 +67,11 @@ __all__ = [
     "HeadedConfig",
     "HeadedModelForSequenceClassification",
     "HeadedModelForTokenClassification",
+    "ImportanceFactors",
+    "cache_backbone_features",
+    "explain",
     "from_reference",
+    "importance_factors",
+    "lora_config_for",
+    "plot_importance",
 ]

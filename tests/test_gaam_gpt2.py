@@ -79,7 +79,7 @@ def test_loading_reports_the_new_gaam_parameters(gpt2_checkpoint):
     _, path = gpt2_checkpoint
     _, info = GaamGPT2LMHeadModel.from_pretrained(path, output_loading_info=True)
     assert sorted(info["missing_keys"]) == sorted(
-        f"transformer.h.{i}.{name}" for i in range(2) for name in ("gaam.mean_offsets", "gaam.c", "gaam_gate")
+        f"transformer.h.{i}.{name}" for i in range(2) for name in ("gaam.mean_offsets", "gaam.c", "gaam_gate.weight")
     )
 
 
@@ -120,7 +120,7 @@ def test_classifier_prediction_does_not_depend_on_padding(overrides, side):
     with torch.no_grad():  # open the gates so GAAM matters in "augment" mode
         for block in model.transformer.h:
             if getattr(block, "gaam_gate", None) is not None:
-                block.gaam_gate.fill_(5.0)
+                block.gaam_gate.weight.fill_(5.0)
     alone = batch(size=1, length=7)
     other = batch(seed=3, size=1, length=11)
     pad = torch.zeros(1, 4, dtype=torch.long)
@@ -154,7 +154,7 @@ def test_every_gaam_parameter_receives_gradient(placement, axis):
     ids, labels = batch(), torch.tensor([0, 1, 2])
     if placement == "augment":
         _train_one_step(model, ids, labels)  # the zero-initialised gate opens after one step
-        assert all(block.gaam_gate.item() != 0 for block in model.transformer.h)
+        assert all(block.gaam_gate.weight.item() != 0 for block in model.transformer.h)
     model(input_ids=ids, labels=labels).loss.backward()
     gaam_parameters = {n: p for n, p in model.named_parameters() if ".gaam" in n}
     assert len(gaam_parameters) == (6 if placement == "augment" else 4)

@@ -144,3 +144,36 @@ def test_gaam_layers_head_on_pretrained_minilm_learns():
         optimizer.zero_grad()
     assert loss.item() < first.item()
     assert not torch.allclose(model.head.gaam.mean_offsets, torch.zeros_like(model.head.gaam.mean_offsets))
+
+
+@pytest.mark.parametrize("head", [dict(head_type="gaam_layers"), dict(head_type="attention")])
+def test_saved_folder_loads_without_hf_heads(tmp_path, run_without_hf_heads, head):
+    model = make("bert", **head)
+    model.save_pretrained(tmp_path / "model")
+    expected = model(input_ids=ids()).logits
+    torch.save(ids(), tmp_path / "ids.pt")
+    output = run_without_hf_heads(
+        f"""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+        logits = model.eval()(input_ids=torch.load({str(tmp_path / "ids.pt")!r})).logits
+        torch.save(logits, {str(tmp_path / "logits.pt")!r})
+        print(type(model).__name__)
+        """
+    )
+    assert output.strip() == "HeadedModelForSequenceClassification"
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=0)
+
+
+def test_gaam_gpt2_lm_becomes_classifier_keeping_every_backbone_tensor(tmp_path):
+    from hf_heads import GaamGPT2Config, GaamGPT2ForSequenceClassification, GaamGPT2LMHeadModel
+
+    torch.manual_seed(0)
+    lm = GaamGPT2LMHeadModel(GaamGPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64))
+    lm.save_pretrained(tmp_path)
+    same_family = GaamGPT2ForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    headed = HeadedModelForSequenceClassification.from_backbone(tmp_path, head_type="last_token", num_labels=2)
+    for name, tensor in lm.transformer.state_dict().items():
+        assert torch.equal(same_family.transformer.state_dict()[name], tensor), name
+        assert torch.equal(headed.backbone.state_dict()[name], tensor), name

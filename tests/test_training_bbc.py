@@ -46,4 +46,4 @@ def test_trainer_lowers_loss_and_beats_chance(tmp_path, bbc_tokenized):
     assert after < before
     assert accuracy > 0.5  # chance is 0.2 (largest class 0.23)
     # GAAM was trained, not bypassed.
-    assert model.transformer.h[0].gaam_gate.item() != 0.0
+    assert model.transformer.h[0].gaam_gate.weight.item() != 0.0

@@ -2,7 +2,7 @@
 
 Parameter names are GPT-2's (`transformer.h.N.attn...`, `lm_head`, `score`, `classifier`, `qa_outputs`), so any GPT-2
 checkpoint loads here; GAAM adds `transformer.h.N.gaam.{mean_offsets,c}` and, in "augment" mode,
-`transformer.h.N.gaam_gate`. This file imports only torch, transformers and files beside it, so a folder saved for
+`transformer.h.N.gaam_gate.weight`. This file imports only torch, transformers and files beside it, so a folder saved for
 `trust_remote_code=True` works without `hf_heads` installed.
 """
 
@@ -26,6 +26,17 @@ from .configuration_gaam_gpt2 import GaamGPT2Config
 from .gaam_layer import GaussianAdaptiveAttention
 
 
+class GaamGate(nn.Module):
+    """A learned scalar on GAAM's residual branch; a module (not a bare parameter) so `peft` can train it."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.weight * hidden_states
+
+
 class GaamGPT2Block(GPT2Block):
     """A GPT-2 block with GAAM after (`"augment"`) or instead of (`"replace"`) its self-attention."""
 
@@ -38,7 +49,7 @@ class GaamGPT2Block(GPT2Block):
         self.gaam = GaussianAdaptiveAttention(config.gaam_num_heads, config.gaam_num_gaussians, axis, config.gaam_eps)
         if self.gaam_placement == "augment":
             # Starts closed: at step 0 the block is exactly GPT-2's, and the optimiser opens it.
-            self.gaam_gate = nn.Parameter(torch.zeros(()))
+            self.gaam_gate = GaamGate()
         else:
             # Unused weights would be dead parameters (and DDP errors on parameters without gradients).
             del self.attn
@@ -70,9 +81,7 @@ class GaamGPT2Block(GPT2Block):
                 hidden_states, cache=cache, attention_mask=attention_mask, use_cache=use_cache, **kwargs
             )
             hidden_states = attn_output + residual
-            hidden_states = hidden_states + self.gaam_gate * self.gaam(
-                hidden_states, attention_mask=gaam_attention_mask
-            )
+            hidden_states = hidden_states + self.gaam_gate(self.gaam(hidden_states, attention_mask=gaam_attention_mask))
 
         residual = hidden_states
         hidden_states = self.ln_2(hidden_states)
@@ -91,8 +100,8 @@ class GaamGPT2PreTrainedModel(GPT2PreTrainedModel):
             init.zeros_(module.mean_offsets)
             # Unit-width Gaussians, perturbed so that a head's Gaussians do not stay identical during training.
             init.normal_(module.c, mean=1.0, std=0.1)
-        if isinstance(module, GaamGPT2Block) and module.gaam_placement == "augment":
-            init.zeros_(module.gaam_gate)
+        if isinstance(module, GaamGate):
+            init.zeros_(module.weight)
 
 
 class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
@@ -249,6 +258,7 @@ class GaamGPT2ForQuestionAnswering(GaamGPT2PreTrainedModel, GPT2ForQuestionAnswe
 
 __all__ = [
     "GaamGPT2Block",
+    "GaamGate",
     "GaamGPT2ForQuestionAnswering",
     "GaamGPT2ForSequenceClassification",
     "GaamGPT2ForTokenClassification",
