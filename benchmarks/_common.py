@@ -1,11 +1,14 @@
 """Shared pieces of the benchmark scripts: timing, machine description, result files."""
 
 import datetime
+import json
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +27,59 @@ def median_seconds(function, repeats: int, warmup: int = 1) -> float:
         function()
         timings.append(time.perf_counter() - start)
     return statistics.median(timings)
+
+
+def interleaved_median_seconds(functions: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median time of each function, run in turns (a, b, a, b, ...) so that machine drift hits all alike."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    timings = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            timings[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_mib(step) -> float:
+    """MiB that one call of `step` adds to the resident set at its peak (call it once before, as a warm-up).
+
+    Large tensors are separate mappings that are returned to the OS when freed (see `in_fresh_process`), so
+    sampling the resident set every millisecond while the step runs sees the step's peak.
+    """
+    baseline, peak, running = _resident_bytes(), [0], [True]
+
+    def sample():
+        while running[0]:
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    step()
+    running[0] = False
+    sampler.join()
+    return max(peak[0] - baseline, 0) / 2**20
+
+
+def in_fresh_process(module: str, function: str, *arguments) -> float:
+    """`module.function(*arguments)` (a benchmark script beside this file) in a fresh process; its printed number."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import {module}; "
+        f"print({module}.{function}(*{json.dumps(arguments)}))"
+    )
+    # A fixed mmap threshold makes glibc return every large block to the OS when it is freed (its default threshold
+    # grows after frees, keeping freed tensors resident), so the resident set follows live tensor memory.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    return float(output.strip().splitlines()[-1])
 
 
 def machine() -> str:

@@ -6,19 +6,14 @@ process's maximum resident set over the step, each implementation measured in it
 """
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_seconds, write_result  # noqa: E402
+from _common import in_fresh_process, median_seconds, peak_memory_mib, write_result  # noqa: E402
 
 
 AXES = {"sequence": 1, "features": -1}
@@ -41,45 +36,12 @@ def step(layer, x):
     layer(x).sum().backward()
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def measure_peak_memory(implementation, shape, axis, heads, gaussians) -> float:
-    """Run in a child process: MiB that one forward + backward adds to the resident set at its peak.
-
-    Large tensors are separate mappings that are returned to the OS when freed (see the caller's mmap threshold),
-    so sampling the resident set every millisecond while the step runs sees the step's peak.
-    """
+    """Run in a fresh process (`in_fresh_process`): MiB one forward + backward adds to the resident set at its peak."""
     layer = build(implementation, axis, heads, gaussians)
     x = torch.randn(shape, requires_grad=True)
     step(layer, x)  # warm-up: one-time allocations are not the step's
-    baseline, peak, running = _resident_bytes(), [0], [True]
-
-    def sample():
-        while running[0]:
-            peak[0] = max(peak[0], _resident_bytes())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    step(layer, x)
-    running[0] = False
-    sampler.join()
-    return max(peak[0] - baseline, 0) / 2**20
-
-
-def peak_memory_in_fresh_process(*spec) -> float:
-    code = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import gaam_op; "
-        f"print(gaam_op.measure_peak_memory(*{json.dumps(spec)}))"
-    )
-    # A fixed mmap threshold makes glibc return every large block to the OS when it is freed (its default threshold
-    # grows after frees, keeping freed tensors resident), so the resident set follows live tensor memory.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
-    return float(output.strip().splitlines()[-1])
+    return peak_memory_mib(lambda: step(layer, x))
 
 
 def main():
@@ -100,8 +62,8 @@ def main():
             for implementation in ("reference", "ours"):
                 layer = build(implementation, axis, heads, gaussians)
                 seconds[implementation] = median_seconds(lambda: step(layer, x), repeats)
-                memory[implementation] = peak_memory_in_fresh_process(
-                    implementation, list(shape), axis, heads, gaussians
+                memory[implementation] = in_fresh_process(
+                    "gaam_op", "measure_peak_memory", implementation, list(shape), axis, heads, gaussians
                 )
             rows.append((axis_name, heads, gaussians, seconds, memory))
             print(rows[-1], flush=True)
