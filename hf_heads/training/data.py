@@ -31,13 +31,92 @@ def bbc_news_corpus() -> Dataset:
     return Dataset.from_dict({"text": texts, "label": labels}, features=features)
 
 
-def split_stratified(corpus: Dataset, test_size: float = 0.2, seed: int = 0) -> DatasetDict:
-    """"train" and "test" splits of `corpus`, stratified by its `label` column; the same seed gives the same split."""
+def split_stratified(corpus: Dataset, test_size: float = 0.2, seed: int = 0, label_column: str = "label") -> DatasetDict:
+    """"train" and "test" splits of `corpus`, stratified by its label column; the same seed gives the same split."""
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"`test_size` must be a fraction in (0, 1), got {test_size!r}.")
-    return corpus.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
+    return corpus.train_test_split(test_size=test_size, seed=seed, stratify_by_column=label_column)
 
 
 def load_bbc_news(test_size: float = 0.2, seed: int = 0) -> DatasetDict:
     """BBC News (see `bbc_news_corpus`) split 80/20 (by default) into "train" and "test", stratified by topic."""
     return split_stratified(bbc_news_corpus(), test_size, seed)
+
+
+EMBEDDED_DATASETS = {"bbc_news": bbc_news_corpus}
+LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+
+
+def _local_files(files: dict[str, str]) -> DatasetDict:
+    from datasets import load_dataset
+
+    suffixes = {Path(path).suffix.lower() for path in files.values()}
+    unknown = suffixes - set(LOCAL_FORMATS)
+    if unknown or len({LOCAL_FORMATS[s] for s in suffixes}) != 1:
+        raise ValueError(
+            f"Data files must share one format among {', '.join(LOCAL_FORMATS)}; got {sorted(files.values())}."
+        )
+    for split, path in files.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"`--{split}_file` {path!r} does not exist.")
+    return load_dataset(LOCAL_FORMATS[suffixes.pop()], data_files=files)
+
+
+def load_text_classification(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    data_files: dict[str, str] | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    seed: int = 0,
+) -> DatasetDict:
+    """
+    A `DatasetDict` with "train" and "test" (and "validation" when the source has one) holding `text_column` and
+    `label_column` (a `ClassLabel`, so label names reach `config.id2label`). Sources: an embedded dataset name
+    ("bbc_news"), a Hub dataset (`dataset_name`, `dataset_config_name`), or local `data_files` {split: path}. A
+    source without a test split gets a stratified 80/20 split of its training data (deterministic for `seed`).
+    """
+    from datasets import load_dataset
+
+    if (dataset_name is None) == (not data_files):
+        raise ValueError("Give either `dataset_name` or data files (`train_file`, ...), not both and not neither.")
+    if dataset_name in EMBEDDED_DATASETS:
+        splits = DatasetDict({"train": EMBEDDED_DATASETS[dataset_name]()})
+    elif dataset_name is not None:
+        splits = load_dataset(dataset_name, dataset_config_name)
+    else:
+        splits = _local_files(data_files)
+    if "train" not in splits:
+        raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
+    for name, split in splits.items():
+        missing = [column for column in (text_column, label_column) if column not in split.column_names]
+        if missing:
+            raise ValueError(
+                f"The {name} split has no column {', '.join(map(repr, missing))}; its columns are "
+                f"{split.column_names} (set `--text_column` / `--label_column`)."
+            )
+        if len(split) == 0:
+            raise ValueError(f"The {name} split is empty.")
+    splits = DatasetDict({name: split.select_columns([text_column, label_column]) for name, split in splits.items()})
+    label_feature = splits["train"].features[label_column]
+    if not isinstance(label_feature, ClassLabel):
+        names = sorted({str(label) for label in splits["train"][label_column]})
+        for name, split in splits.items():
+            unknown = sorted({str(label) for label in split[label_column]} - set(names))
+            if unknown:
+                raise ValueError(
+                    f"The {name} split has labels {unknown[:5]} that the training split does not; known labels: "
+                    f"{names[:20]}."
+                )
+        splits = DatasetDict(
+            {
+                name: split.map(lambda row: {label_column: str(row[label_column])}).cast_column(
+                    label_column, ClassLabel(names=names)
+                )
+                for name, split in splits.items()
+            }
+        )
+    if "test" not in splits:
+        held_out = split_stratified(splits["train"], seed=seed, label_column=label_column)
+        splits["train"], splits["test"] = held_out["train"], held_out["test"]
+    return splits

@@ -1,0 +1,308 @@
+"""Fine-tune a text classifier with `Trainer`: GPT-2, GAAM-GPT2 or a `headed` model on any backbone.
+
+    python recipes/train_classifier.py --model_type gaam_gpt2 --config_overrides n_layer=2,n_embd=128 \
+        --dataset_name bbc_news --output_dir runs/bbc --num_train_epochs 3
+    python recipes/train_classifier.py recipes/configs/bbc_news_gaam_gpt2.yaml
+    accelerate launch --config_file recipes/accelerate/cpu_2proc.yaml recipes/train_classifier.py ...
+
+Arguments follow `transformers`' example scripts (see `--help`); every `TrainingArguments` flag works. One YAML or
+JSON file of the same arguments may replace the flags. The output folder is ready for the Hub: safetensors weights,
+config with `auto_map` and the modelling code (`trust_remote_code=True`), tokenizer, `all_results.json`, loss curves,
+confusion matrix, GAAM Importance Factor heatmap (GAAM models) and a model card.
+"""
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+import hf_heads
+from hf_heads import CachedFeaturesCollator, HeadedModelForSequenceClassification, cache_backbone_features
+from hf_heads.hub import plot_confusion_matrix, plot_loss_curves, write_model_card
+from hf_heads.models.headed.configuration_headed import HEAD_TYPES
+from hf_heads.tokenization import train_bpe_tokenizer
+from hf_heads.training.data import load_text_classification
+from hf_heads.training.metrics import classification_metrics
+
+
+MODEL_TYPES = ("gpt2", "gaam_gpt2")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A checkpoint (Hub id or folder) to start from; or use --model_type."},
+    )
+    model_type: str | None = field(default=None, metadata={"help": f"Train from scratch: one of {MODEL_TYPES}."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated config fields for a new model or head, e.g. n_layer=2,n_embd=128,gaam_num_heads=4"},
+    )
+    head_type: str | None = field(
+        default=None,
+        metadata={"help": f"Put a `headed` head on the --model_name_or_path backbone: one of {HEAD_TYPES}."},
+    )
+    freeze_backbone: bool = field(default=False, metadata={"help": "Train the head only (headed models)."})
+    cache_backbone_features: bool = field(
+        default=False, metadata={"help": "Run the frozen backbone once and train the head on cached features."}
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the backbone's attention (0: no LoRA)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling."})
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "Comma-separated module names for LoRA (default: peft's for the backbone)."}
+    )
+    tokenizer_vocab_size: int = field(default=4000, metadata={"help": "BPE vocabulary when training from scratch."})
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "Stop after this many evaluations without improvement (0: off)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an --output_dir that already holds a model."}
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A Hub dataset, or an embedded one: bbc_news (offline)."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "csv/json/jsonl/parquet training data."})
+    validation_file: str | None = field(default=None, metadata={"help": "Validation data, same format."})
+    test_file: str | None = field(default=None, metadata={"help": "Test data, same format."})
+    text_column: str = field(default="text", metadata={"help": "The column holding the text."})
+    label_column: str = field(default="label", metadata={"help": "The column holding the label."})
+    max_length: int = field(default=128, metadata={"help": "Texts are truncated to this many tokens (not padded)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N test/validation rows."})
+
+
+def parse_arguments(argv=None):
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
+        path = Path(argv[0]).resolve()
+        if argv[0].endswith(".json"):
+            return parser.parse_json_file(path, allow_extra_keys=False)
+        return parser.parse_yaml_file(path, allow_extra_keys=False)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def parse_overrides(text: str | None) -> dict:
+    """`a=1,b=x,c=[1,2]` as a dict, values read as JSON where they parse (numbers, booleans, lists)."""
+    overrides = {}
+    for item in filter(None, (text or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"`--config_overrides` item {item!r} is not `name=value`.")
+        name, value = item.split("=", 1)
+        try:
+            overrides[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = value
+    return overrides
+
+
+def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
+    """Every mistake found here is reported before any data is read or model built."""
+    if (model_args.model_name_or_path is None) == (model_args.model_type is None):
+        raise ValueError("Give exactly one of `--model_name_or_path` (a checkpoint) and `--model_type` (from scratch).")
+    if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
+        raise ValueError(f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}.")
+    if model_args.head_type is not None:
+        if model_args.head_type not in HEAD_TYPES:
+            raise ValueError(f"`--head_type`={model_args.head_type!r} is not supported; accepted: {', '.join(HEAD_TYPES)}.")
+        if model_args.model_name_or_path is None:
+            raise ValueError("`--head_type` puts a head on a pretrained backbone: give `--model_name_or_path` too.")
+    if (model_args.freeze_backbone or model_args.cache_backbone_features) and model_args.head_type is None:
+        raise ValueError("`--freeze_backbone` and `--cache_backbone_features` apply to `headed` models (`--head_type`).")
+    if model_args.cache_backbone_features and not model_args.freeze_backbone:
+        raise ValueError("`--cache_backbone_features` needs `--freeze_backbone` (a training backbone's features change).")
+    if model_args.cache_backbone_features and model_args.lora_r:
+        raise ValueError("`--cache_backbone_features` and `--lora_r` exclude each other: LoRA changes the backbone.")
+    if model_args.lora_r < 0:
+        raise ValueError(f"`--lora_r` must be 0 (off) or positive, got {model_args.lora_r}.")
+    if data_args.max_length < 2:
+        raise ValueError(f"`--max_length` must be at least 2, got {data_args.max_length}.")
+    has_files = any((data_args.train_file, data_args.validation_file, data_args.test_file))
+    if (data_args.dataset_name is None) == (not has_files):
+        raise ValueError("Give either `--dataset_name` or `--train_file` (+ `--validation_file`/`--test_file`).")
+    if has_files and data_args.train_file is None:
+        raise ValueError("`--validation_file`/`--test_file` need a `--train_file`.")
+    output_dir = Path(training_args.output_dir)
+    saved = [name for name in ("config.json", "model.safetensors", "adapter_config.json") if (output_dir / name).exists()]
+    if saved and not model_args.overwrite_output_dir and training_args.resume_from_checkpoint is None:
+        raise ValueError(
+            f"`--output_dir` {output_dir} already holds a model ({', '.join(saved)}); choose another folder, or pass "
+            "`--overwrite_output_dir` to replace it (or `--resume_from_checkpoint` to continue)."
+        )
+
+
+def label_maps(names: list[str]) -> dict:
+    return dict(num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+
+
+def build_tokenizer(model_args, train_texts):
+    if model_args.model_name_or_path is not None:
+        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    else:
+        tokenizer = train_bpe_tokenizer(train_texts, vocab_size=model_args.tokenizer_vocab_size)
+    if tokenizer.pad_token is None:
+        # GPT-2 tokenizers have no padding token; padding positions are masked, so any token serves.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_model(model_args, tokenizer, names: list[str]):
+    overrides = parse_overrides(model_args.config_overrides)
+    labels = label_maps(names)
+    if model_args.head_type is not None:
+        return HeadedModelForSequenceClassification.from_backbone(
+            model_args.model_name_or_path, head_type=model_args.head_type, freeze_backbone=model_args.freeze_backbone,
+            **labels, **overrides,
+        )
+    if model_args.model_name_or_path is not None:
+        model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, **labels, **overrides)
+    else:
+        config = AutoConfig.for_model(
+            model_args.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, **labels, **overrides,
+        )
+        model = AutoModelForSequenceClassification.from_config(config)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def apply_lora(model, model_args):
+    from peft import get_peft_model
+
+    target = model_args.lora_target_modules.split(",") if model_args.lora_target_modules else None
+    config = hf_heads.lora_config_for(model, r=model_args.lora_r, lora_alpha=model_args.lora_alpha, target_modules=target)
+    return get_peft_model(model, config)
+
+
+def check_max_length(model, max_length: int) -> None:
+    config = model.config.backbone_config if hasattr(model.config, "backbone_config") else model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and max_length > positions:
+        raise ValueError(f"`--max_length`={max_length} exceeds the model's {positions} positions.")
+
+
+def save_outputs(trainer, model, tokenizer, model_args, data_args, training_args, names, metrics, predictions):
+    output_dir = Path(training_args.output_dir)
+    if model_args.lora_r:
+        model = model.merge_and_unload()  # a plain model folder loads anywhere; the adapter alone needs peft
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / "all_results.json").write_text(json.dumps(metrics, indent=2))
+    images = {"Loss curves": "loss_curves.png", "Confusion matrix": "confusion_matrix.png"}
+    plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
+    matrix = confusion_matrix(predictions.label_ids, predictions.predictions.argmax(-1), labels=range(len(names)))
+    plot_confusion_matrix(matrix, names, output_dir / "confusion_matrix.png")
+    if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
+        factors = hf_heads.importance_factors(model, importance_batches(trainer))
+        hf_heads.plot_importance(factors, output_dir / "gaam_importance.png")
+        images["GAAM Importance Factor"] = "gaam_importance.png"
+    hyperparameters = {
+        key: value for key, value in {**asdict(model_args), **asdict(data_args)}.items() if value not in (None, False)
+    }
+    for name in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "lr_scheduler_type", "seed"):
+        hyperparameters[name] = getattr(training_args, name)
+    write_model_card(
+        output_dir,
+        model_name=output_dir.name,
+        pipeline_tag="text-classification",
+        model_type=model.config.model_type,
+        dataset_name=data_args.dataset_name or Path(data_args.train_file).name,
+        metrics={"accuracy": metrics["test_accuracy"], "f1": metrics["test_macro_f1"]},
+        hyperparameters=hyperparameters,
+        base_model=model_args.model_name_or_path,
+        images=images,
+    )
+
+
+def importance_batches(trainer, limit: int = 8):
+    for index, batch in enumerate(trainer.get_eval_dataloader()):
+        if index == limit:
+            break
+        yield batch
+
+
+def main(argv=None):
+    model_args, data_args, training_args = parse_arguments(argv)
+    check_arguments(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    data_files = {
+        split: path
+        for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
+                            ("test", data_args.test_file))
+        if path
+    }
+    splits = load_text_classification(
+        data_args.dataset_name, data_args.dataset_config_name, data_files or None, data_args.text_column,
+        data_args.label_column, seed=training_args.seed,
+    )
+    for name, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
+                        ("test", data_args.max_eval_samples)):
+        if limit is not None and name in splits:
+            splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
+    names = splits["train"].features[data_args.label_column].names
+
+    tokenizer = build_tokenizer(model_args, splits["train"][data_args.text_column])
+    model = build_model(model_args, tokenizer, names)
+    check_max_length(model, data_args.max_length)
+    with training_args.main_process_first(desc="tokenizing"):
+        tokenized = splits.map(
+            lambda rows: tokenizer(rows[data_args.text_column], truncation=True, max_length=data_args.max_length),
+            batched=True, remove_columns=[data_args.text_column], desc="Tokenizing",
+        ).rename_column(data_args.label_column, "labels")
+    collator = DataCollatorWithPadding(tokenizer)
+    if model_args.cache_backbone_features:
+        tokenized = type(tokenized)({name: cache_backbone_features(model, split) for name, split in tokenized.items()})
+        collator = CachedFeaturesCollator()
+    if model_args.lora_r:
+        model = apply_lora(model, model_args)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(
+        f"Process {training_args.process_index + 1} of {training_args.world_size}: trainable parameters {trainable:,} "
+        f"of {sum(p.numel() for p in model.parameters()):,}"
+    )
+
+    evaluation = tokenized["validation"] if "validation" in tokenized else tokenized["test"]
+    callbacks = []
+    if model_args.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=tokenized["train"], eval_dataset=evaluation,
+        data_collator=collator, processing_class=tokenizer, compute_metrics=classification_metrics,
+        callbacks=callbacks,
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
+    predictions = trainer.predict(tokenized["test"], metric_key_prefix="test")
+    metrics.update(predictions.metrics)
+    if "validation" in tokenized:
+        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    if trainer.is_world_process_zero():
+        save_outputs(trainer, model, tokenizer, model_args, data_args, training_args, names, metrics, predictions)
+        print(json.dumps(metrics, indent=2))
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
