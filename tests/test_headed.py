@@ -177,3 +177,15 @@ def test_gaam_gpt2_lm_becomes_classifier_keeping_every_backbone_tensor(tmp_path)
     for name, tensor in lm.transformer.state_dict().items():
         assert torch.equal(same_family.transformer.state_dict()[name], tensor), name
         assert torch.equal(headed.backbone.state_dict()[name], tensor), name
+
+
+def test_backbone_without_hidden_states_is_named():
+    model = make("gpt2", head_type="gaam_layers")
+
+    class NoHiddenStates(torch.nn.Module):
+        def forward(self, input_ids=None, **kwargs):
+            return type("Output", (), {"last_hidden_state": None, "hidden_states": None})()
+
+    model.backbone = NoHiddenStates()
+    with pytest.raises(ValueError, match="NoHiddenStates.*returned no `hidden_states`"):
+        model(input_ids=ids())

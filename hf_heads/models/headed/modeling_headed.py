@@ -100,6 +100,14 @@ class HeadedPreTrainedModel(PreTrainedModel):
             output_hidden_states=output_hidden_states,
             **kwargs,
         )
+        missing = "last_hidden_state" if getattr(outputs, "last_hidden_state", None) is None else None
+        if output_hidden_states and getattr(outputs, "hidden_states", None) is None:
+            missing = "hidden_states"
+        if missing:
+            raise ValueError(
+                f"The backbone ({type(self.backbone).__name__}) returned no `{missing}`; `headed` models need a "
+                "backbone whose outputs carry its hidden states (an `AutoModel` encoder or decoder)."
+            )
         return outputs, attention_mask
 
     def backbone_features(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> dict[str, torch.Tensor]:
