@@ -238,23 +238,30 @@ def main():
     lines = []
     with tempfile.TemporaryDirectory() as scratch_dir:
         workdir = Path(scratch_dir)
-        for row in options.rows:
+        for done, row in enumerate(options.rows, start=1):
             build = {"tfidf": tfidf, "scratch": scratch, "demo": demo, "frozen_minilm": frozen_minilm,
                      "lora_minilm": lora_minilm}[row]
             arguments = (corpus, options.seeds, options) if row == "tfidf" else (corpus, options.seeds, options, workdir)
             for name, (runs, budget) in build(*arguments).items():
                 lines.append(summary(name, runs, budget))
                 print(lines[-1], flush=True)
+            # Rewritten after every row: a long run that is stopped keeps the rows it finished, and says so.
+            pending = options.rows[done:]
+            path = write_result("quality", table(corpus, options, lines, pending), options.results_dir)
+    print(path.read_text())
+    print(f"written to {path}")
 
+
+def table(corpus, options, lines, pending) -> str:
     body = (
         f"BBC News ({len(corpus)} articles, 5 topics), stratified 80/20 splits, seeds {options.seeds}; accuracy and "
         "macro-F1 on each seed's test split, mean ± std over seeds; wall time per seed on this machine.\n\n"
         "| approach | test accuracy | macro-F1 | trainable parameters | wall time | budget |\n"
         "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
     )
-    path = write_result("quality", body, options.results_dir)
-    print(body)
-    print(f"written to {path}")
+    if pending:
+        body += f"\nRows not run yet (the run was still going when this was written): {', '.join(pending)}.\n"
+    return body
 
 
 if __name__ == "__main__":

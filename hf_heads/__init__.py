@@ -11,6 +11,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
+from transformers.models.auto.tokenization_auto import REGISTERED_TOKENIZER_CLASSES
 
 from .features import CachedFeaturesCollator, cache_backbone_features
 from .gaam import GaussianAdaptiveAttention, ImportanceFactors, from_reference, importance_factors, plot_importance
@@ -25,6 +26,7 @@ from .models.gaam_gpt2 import (
     GaamGPT2Model,
 )
 from .models.headed import HeadedConfig, HeadedModelForSequenceClassification, HeadedModelForTokenClassification
+from .tokenization import CharTokenizer
 
 
 __version__ = "0.1.0"
@@ -51,12 +53,17 @@ def _register() -> None:
         auto_class.register(HeadedConfig, model_class, exist_ok=True)
         model_class.register_for_auto_class(auto_class.__name__)
     HeadedConfig.register_for_auto_class()
+    # `AutoTokenizer.register` ties a tokenizer to one config class, but a character tokenizer serves any model, so
+    # the class is registered by name: `AutoTokenizer` resolves a folder's `"tokenizer_class": "CharTokenizer"`.
+    REGISTERED_TOKENIZER_CLASSES[CharTokenizer.__name__] = CharTokenizer
+    CharTokenizer.register_for_auto_class("AutoTokenizer")
 
 
 _register()
 
 __all__ = [
     "CachedFeaturesCollator",
+    "CharTokenizer",
     "GaamGPT2Config",
     "GaamGPT2ForQuestionAnswering",
     "GaamGPT2ForSequenceClassification",

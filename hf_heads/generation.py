@@ -30,7 +30,8 @@ class GenerationExplanation:
         """Rows are ranks, columns generated positions; a `*` marks the generated token."""
 
         def cell(choice: TokenChoice, mark: str = "") -> str:
-            token = repr(choice.token)[1:-1]
+            # Whitespace tokens must stay visible in a table: a space shows as "␣", control characters escaped.
+            token = repr(choice.token)[1:-1].replace(" ", "␣")
             text = f"{mark}{token} {choice.probability:.2f}"
             return text[:cell_width].ljust(cell_width)
 

@@ -12,8 +12,7 @@ confusion matrix, GAAM Importance Factor heatmap (GAAM models) and a model card.
 """
 
 import json
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -37,7 +35,16 @@ from hf_heads.hub import plot_confusion_matrix, plot_loss_curves, write_model_ca
 from hf_heads.models.headed.configuration_headed import HEAD_TYPES
 from hf_heads.tokenization import train_bpe_tokenizer
 from hf_heads.training.data import load_text_classification
+from hf_heads.training.initialization import WEIGHT_INIT_SCHEMES, initialize_new_weights
 from hf_heads.training.metrics import classification_metrics
+from hf_heads.training.recipe import (
+    card_hyperparameters,
+    first_batches,
+    parse_overrides,
+    parse_recipe_arguments,
+    refuse_existing_model,
+    trainable_parameters_line,
+)
 
 
 MODEL_TYPES = ("gpt2", "gaam_gpt2")
@@ -67,6 +74,10 @@ class ModelArguments:
         default=None, metadata={"help": "Comma-separated module names for LoRA (default: peft's for the backbone)."}
     )
     tokenizer_vocab_size: int = field(default=4000, metadata={"help": "BPE vocabulary when training from scratch."})
+    weight_init: str = field(
+        default="default",
+        metadata={"help": f"Initialisation of new weight matrices (not loaded from a checkpoint): {WEIGHT_INIT_SCHEMES}."},
+    )
     early_stopping_patience: int = field(
         default=0, metadata={"help": "Stop after this many evaluations without improvement (0: off)."}
     )
@@ -92,28 +103,7 @@ class DataArguments:
 
 
 def parse_arguments(argv=None):
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        path = Path(argv[0]).resolve()
-        if argv[0].endswith(".json"):
-            return parser.parse_json_file(path, allow_extra_keys=False)
-        return parser.parse_yaml_file(path, allow_extra_keys=False)
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def parse_overrides(text: str | None) -> dict:
-    """`a=1,b=x,c=[1,2]` as a dict, values read as JSON where they parse (numbers, booleans, lists)."""
-    overrides = {}
-    for item in filter(None, (text or "").split(",")):
-        if "=" not in item:
-            raise ValueError(f"`--config_overrides` item {item!r} is not `name=value`.")
-        name, value = item.split("=", 1)
-        try:
-            overrides[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name.strip()] = value
-    return overrides
+    return parse_recipe_arguments((ModelArguments, DataArguments, TrainingArguments), argv)
 
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
@@ -133,6 +123,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         raise ValueError("`--cache_backbone_features` needs `--freeze_backbone` (a training backbone's features change).")
     if model_args.cache_backbone_features and model_args.lora_r:
         raise ValueError("`--cache_backbone_features` and `--lora_r` exclude each other: LoRA changes the backbone.")
+    if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
+        raise ValueError(
+            f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}."
+        )
     if model_args.lora_r < 0:
         raise ValueError(f"`--lora_r` must be 0 (off) or positive, got {model_args.lora_r}.")
     if data_args.max_length < 2:
@@ -142,13 +136,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         raise ValueError("Give either `--dataset_name` or `--train_file` (+ `--validation_file`/`--test_file`).")
     if has_files and data_args.train_file is None:
         raise ValueError("`--validation_file`/`--test_file` need a `--train_file`.")
-    output_dir = Path(training_args.output_dir)
-    saved = [name for name in ("config.json", "model.safetensors", "adapter_config.json") if (output_dir / name).exists()]
-    if saved and not model_args.overwrite_output_dir and training_args.resume_from_checkpoint is None:
-        raise ValueError(
-            f"`--output_dir` {output_dir} already holds a model ({', '.join(saved)}); choose another folder, or pass "
-            "`--overwrite_output_dir` to replace it (or `--resume_from_checkpoint` to continue)."
-        )
+    refuse_existing_model(
+        training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
+    )
 
 
 def label_maps(names: list[str]) -> dict:
@@ -167,21 +157,28 @@ def build_tokenizer(model_args, train_texts):
 
 
 def build_model(model_args, tokenizer, names: list[str]):
+    """The model, with `--weight_init` applied to the parameters that no checkpoint provided."""
     overrides = parse_overrides(model_args.config_overrides)
     labels = label_maps(names)
     if model_args.head_type is not None:
-        return HeadedModelForSequenceClassification.from_backbone(
+        model = HeadedModelForSequenceClassification.from_backbone(
             model_args.model_name_or_path, head_type=model_args.head_type, freeze_backbone=model_args.freeze_backbone,
             **labels, **overrides,
         )
-    if model_args.model_name_or_path is not None:
-        model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, **labels, **overrides)
+        new_parameters = {name for name, _ in model.named_parameters() if not name.startswith("backbone.")}
+    elif model_args.model_name_or_path is not None:
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, output_loading_info=True, **labels, **overrides
+        )
+        new_parameters = set(loading["missing_keys"])
     else:
         config = AutoConfig.for_model(
             model_args.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id, **labels, **overrides,
         )
         model = AutoModelForSequenceClassification.from_config(config)
+        new_parameters = None
+    initialize_new_weights(model, model_args.weight_init, new_parameters)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 
@@ -213,14 +210,10 @@ def save_outputs(trainer, model, tokenizer, model_args, data_args, training_args
     matrix = confusion_matrix(predictions.label_ids, predictions.predictions.argmax(-1), labels=range(len(names)))
     plot_confusion_matrix(matrix, names, output_dir / "confusion_matrix.png")
     if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
-        factors = hf_heads.importance_factors(model, importance_batches(trainer))
+        factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader()))
         hf_heads.plot_importance(factors, output_dir / "gaam_importance.png")
         images["GAAM Importance Factor"] = "gaam_importance.png"
-    hyperparameters = {
-        key: value for key, value in {**asdict(model_args), **asdict(data_args)}.items() if value not in (None, False)
-    }
-    for name in ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "lr_scheduler_type", "seed"):
-        hyperparameters[name] = getattr(training_args, name)
+    hyperparameters = card_hyperparameters(training_args, model_args, data_args)
     write_model_card(
         output_dir,
         model_name=output_dir.name,
@@ -232,13 +225,6 @@ def save_outputs(trainer, model, tokenizer, model_args, data_args, training_args
         base_model=model_args.model_name_or_path,
         images=images,
     )
-
-
-def importance_batches(trainer, limit: int = 8):
-    for index, batch in enumerate(trainer.get_eval_dataloader()):
-        if index == limit:
-            break
-        yield batch
 
 
 def main(argv=None):
@@ -275,11 +261,7 @@ def main(argv=None):
         collator = CachedFeaturesCollator()
     if model_args.lora_r:
         model = apply_lora(model, model_args)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(
-        f"Process {training_args.process_index + 1} of {training_args.world_size}: trainable parameters {trainable:,} "
-        f"of {sum(p.numel() for p in model.parameters()):,}"
-    )
+    print(trainable_parameters_line(model, training_args))
 
     evaluation = tokenized["validation"] if "validation" in tokenized else tokenized["test"]
     callbacks = []

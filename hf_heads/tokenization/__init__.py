@@ -1,4 +1,5 @@
 from .bpe import train_bpe_tokenizer
+from .tokenization_char import TEXT8_ALPHABET, CharTokenizer
 
 
-__all__ = ["train_bpe_tokenizer"]
+__all__ = ["TEXT8_ALPHABET", "CharTokenizer", "train_bpe_tokenizer"]

@@ -47,7 +47,7 @@ EMBEDDED_DATASETS = {"bbc_news": bbc_news_corpus}
 LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
-def _local_files(files: dict[str, str]) -> DatasetDict:
+def load_local_files(files: dict[str, str]) -> DatasetDict:
     from datasets import load_dataset
 
     suffixes = {Path(path).suffix.lower() for path in files.values()}
@@ -85,7 +85,7 @@ def load_text_classification(
     elif dataset_name is not None:
         splits = load_dataset(dataset_name, dataset_config_name)
     else:
-        splits = _local_files(data_files)
+        splits = load_local_files(data_files)
     if "train" not in splits:
         raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
     for name, split in splits.items():

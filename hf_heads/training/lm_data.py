@@ -1,6 +1,59 @@
-"""Language-model data: tokenised texts packed into fixed-size blocks."""
+"""Language-model data: a text corpus from the Hub, local files or the embedded BBC News, packed into blocks."""
 
-from datasets import Dataset
+import re
+
+from datasets import Dataset, DatasetDict
+
+from .data import load_bbc_news, load_local_files
+
+
+def load_text_corpus(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    data_files: dict[str, str] | None = None,
+    text_column: str = "text",
+    seed: int = 0,
+) -> DatasetDict:
+    """
+    A `DatasetDict` with "train" (and "validation" when the source has one), holding `text_column` only.
+
+    Sources: "bbc_news" (embedded; the *training* split of `load_bbc_news(seed=seed)`, so an LM pretrained here never
+    reads the articles a classifier made from it is tested on), a Hub dataset, or local `data_files` {split: path}
+    (`.txt` files give one row per line, which suits text8's single line too).
+    """
+    from datasets import load_dataset
+
+    if (dataset_name is None) == (not data_files):
+        raise ValueError("Give either `dataset_name` or data files (`train_file`, ...), not both and not neither.")
+    if dataset_name == "bbc_news":
+        splits = DatasetDict({"train": load_bbc_news(seed=seed)["train"]})
+    elif dataset_name is not None:
+        splits = load_dataset(dataset_name, dataset_config_name)
+    else:
+        splits = load_local_files(data_files)
+    if "train" not in splits:
+        raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
+    kept = {}
+    for name in ("train", "validation"):
+        if name not in splits:
+            continue
+        split = splits[name]
+        if text_column not in split.column_names:
+            raise ValueError(
+                f"The {name} split has no column {text_column!r}; its columns are {split.column_names} "
+                "(set `--text_column`)."
+            )
+        split = split.select_columns([text_column]).filter(lambda row: bool(row[text_column] and row[text_column].strip()))
+        if len(split) == 0:
+            raise ValueError(f"The {name} split holds no text.")
+        kept[name] = split
+    return DatasetDict(kept)
+
+
+def normalize_to_alphabet(text: str, alphabet: str) -> str:
+    """text8's cleaning: lower case, every character outside `alphabet` becomes a space, runs of spaces collapse."""
+    kept = "".join(character if character in alphabet else " " for character in text.lower())
+    return re.sub(" +", " ", kept).strip()
 
 
 def pack_into_blocks(tokenized: Dataset, block_size: int, eos_token_id: int | None = None) -> Dataset:
@@ -21,4 +74,22 @@ def pack_into_blocks(tokenized: Dataset, block_size: int, eos_token_id: int | No
         blocks = [stream[start : start + block_size] for start in range(0, usable, block_size)]
         return {"input_ids": blocks, "labels": [list(block) for block in blocks]}
 
-    return tokenized.map(pack, batched=True, batch_size=1000, remove_columns=tokenized.column_names)
+    return tokenized.map(
+        pack, batched=True, batch_size=1000, remove_columns=tokenized.column_names, desc="Packing into blocks"
+    )
+
+
+def hold_out_tail(blocks: Dataset, percentage: float) -> DatasetDict:
+    """The last `percentage`% of the blocks as "validation" (contiguous, as text8's standard split), the rest "train"."""
+    if not 0 < percentage < 100:
+        raise ValueError(f"`validation_split_percentage` must be in (0, 100), got {percentage!r}.")
+    held = max(1, round(len(blocks) * percentage / 100))
+    if held >= len(blocks):
+        raise ValueError(
+            f"{len(blocks)} block(s) of text cannot be split into training and validation; give more text or a "
+            "smaller `--block_size`."
+        )
+    return DatasetDict({
+        "train": blocks.select(range(len(blocks) - held)),
+        "validation": blocks.select(range(len(blocks) - held, len(blocks))),
+    })

@@ -1,0 +1,91 @@
+"""Pieces every recipe shares: arguments from flags or one YAML/JSON file, config overrides, output-folder safety."""
+
+import json
+import sys
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+
+SAVED_MODEL_FILES = ("config.json", "model.safetensors", "adapter_config.json")
+
+
+def parse_recipe_arguments(dataclass_types, argv=None):
+    """Flags as `transformers`' example scripts take them, or one `.yaml`/`.yml`/`.json` file of the same arguments."""
+    parser = HfArgumentParser(dataclass_types)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
+        path = Path(argv[0]).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"arguments file {argv[0]!r} does not exist.")
+        if argv[0].endswith(".json"):
+            return parser.parse_json_file(path, allow_extra_keys=False)
+        return parser.parse_yaml_file(path, allow_extra_keys=False)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def parse_overrides(text: str | None) -> dict:
+    """`a=1,b=x,c=[1,2]` as a dict, values read as JSON where they parse (numbers, booleans, lists)."""
+    overrides = {}
+    for item in filter(None, split_top_level(text or "")):
+        if "=" not in item:
+            raise ValueError(f"`--config_overrides` item {item!r} is not `name=value`.")
+        name, value = item.split("=", 1)
+        try:
+            overrides[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = value
+    return overrides
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets, so `gaam_layers=[0,1],n_layer=2` keeps its list."""
+    items, depth, current = [], 0, ""
+    for character in text:
+        depth += {"[": 1, "]": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += character
+    return items + [current]
+
+
+def refuse_existing_model(output_dir, overwrite: bool, resuming: bool) -> None:
+    """A folder that already holds a model is never written over unless the user says so."""
+    output_dir = Path(output_dir)
+    saved = [name for name in SAVED_MODEL_FILES if (output_dir / name).exists()]
+    if saved and not overwrite and not resuming:
+        raise ValueError(
+            f"`--output_dir` {output_dir} already holds a model ({', '.join(saved)}); choose another folder, or pass "
+            "`--overwrite_output_dir` to replace it (or `--resume_from_checkpoint` to continue)."
+        )
+
+
+def trainable_parameters_line(model, training_args) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (
+        f"Process {training_args.process_index + 1} of {training_args.world_size}: trainable parameters {trainable:,} "
+        f"of {sum(p.numel() for p in model.parameters()):,}"
+    )
+
+
+def card_hyperparameters(training_args, *argument_dataclasses) -> dict:
+    """The arguments a reader of the model card needs: what was set, plus the main `TrainingArguments`."""
+    from dataclasses import asdict
+
+    chosen = {}
+    for arguments in argument_dataclasses:
+        chosen.update({key: value for key, value in asdict(arguments).items() if value not in (None, False)})
+    for name in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "lr_scheduler_type",
+                 "warmup_steps", "weight_decay", "max_grad_norm", "seed"):
+        chosen[name] = getattr(training_args, name)
+    return chosen
+
+
+def first_batches(dataloader, limit: int = 8):
+    """At most `limit` batches of `dataloader` (the Importance Factor needs a sample, not a full pass)."""
+    for index, batch in enumerate(dataloader):
+        if index == limit:
+            break
+        yield batch
