@@ -182,10 +182,19 @@ def sample_generations(model, tokenizer, model_args, validation_texts) -> list[s
     ]
 
 
-def main(argv=None):
-    model_args, data_args, training_args = parse_arguments(argv)
-    check_arguments(model_args, data_args, training_args)
-    set_seed(training_args.seed)
+@dataclass
+class PreparedData:
+    """What every trial of a run shares: the cleaned corpus, tokenizer, packed blocks."""
+
+    corpus: object
+    tokenizer: object
+    datasets: dict
+    block_size: int
+    is_char_model: bool
+    first_model: object  # built while preparing (the block-size check needs one)
+
+
+def prepare(model_args, data_args, training_args) -> PreparedData:
     data_files = {split: path for split, path in (("train", data_args.train_file),
                                                   ("validation", data_args.validation_file)) if path}
     corpus = load_text_corpus(
@@ -209,27 +218,52 @@ def main(argv=None):
         )
         blocks = {name: pack_into_blocks(split, data_args.block_size, tokenizer.eos_token_id)
                   for name, split in tokenized.items()}
-    if "validation" not in blocks:
-        blocks = hold_out_tail(blocks["train"], data_args.validation_split_percentage)
     for name, split in blocks.items():
         if len(split) == 0:
             raise ValueError(f"The {name} text is shorter than one block of {data_args.block_size} tokens.")
-    print(trainable_parameters_line(model, training_args))
+    if "validation" not in blocks:
+        blocks = dict(hold_out_tail(blocks["train"], data_args.validation_split_percentage))
+    return PreparedData(corpus, tokenizer, blocks, data_args.block_size, is_char_model, model)
 
+
+def new_model(model_args, prepared: PreparedData):
+    """A fresh model for a run or a search trial (`model_args.config_overrides` may carry the trial's values)."""
+    return build_model(model_args, prepared.tokenizer, prepared.block_size)
+
+
+def new_trainer(model_args, training_args, prepared: PreparedData, model=None, model_init=None) -> Trainer:
     callbacks = []
     if model_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(model_args.early_stopping_patience, model_args.early_stopping_threshold))
-    trainer = Trainer(
-        model=model, args=training_args, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
-        data_collator=default_data_collator, processing_class=tokenizer, callbacks=callbacks,
+    return Trainer(
+        model=model, model_init=model_init, args=training_args, train_dataset=prepared.datasets["train"],
+        eval_dataset=prepared.datasets["validation"], data_collator=default_data_collator,
+        processing_class=prepared.tokenizer, callbacks=callbacks,
     )
+
+
+SEARCH_METRICS = ("eval_loss",)
+
+
+def main(argv=None):
+    model_args, data_args, training_args = parse_arguments(argv)
+    check_arguments(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    prepared = prepare(model_args, data_args, training_args)
+    model, tokenizer = prepared.first_model, prepared.tokenizer
+    print(trainable_parameters_line(model, training_args))
+
+    trainer = new_trainer(model_args, training_args, prepared, model=model)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
     metrics.update(trainer.evaluate())
-    metrics.update({f"eval_{k}": v for k, v in language_model_metrics(metrics["eval_loss"], is_char_model).items()})
+    metrics.update(
+        {f"eval_{k}": v for k, v in language_model_metrics(metrics["eval_loss"], prepared.is_char_model).items()}
+    )
     if trainer.is_world_process_zero():
         save_outputs(trainer, model, tokenizer, model_args, data_args, training_args, metrics)
         print(json.dumps(metrics, indent=2))
+        corpus = prepared.corpus
         validation_texts = corpus["validation"][data_args.text_column] if "validation" in corpus else \
             corpus["train"][data_args.text_column][-1:]
         for sample in sample_generations(model, tokenizer, model_args, validation_texts):

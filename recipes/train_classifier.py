@@ -227,10 +227,19 @@ def save_outputs(trainer, model, tokenizer, model_args, data_args, training_args
     )
 
 
-def main(argv=None):
-    model_args, data_args, training_args = parse_arguments(argv)
-    check_arguments(model_args, data_args, training_args)
-    set_seed(training_args.seed)
+@dataclass
+class PreparedData:
+    """What every trial of a run shares: tokenizer, label names, datasets ready for `Trainer`, the collator."""
+
+    tokenizer: object
+    names: list[str]
+    datasets: dict
+    collator: object
+    first_model: object  # built while preparing (feature caching and the length check need one)
+
+
+def prepare(model_args, data_args, training_args) -> PreparedData:
+    """Data, tokenizer and a first model; every check that needs the data or the model runs here, before training."""
     data_files = {
         split: path
         for split, path in (("train", data_args.train_file), ("validation", data_args.validation_file),
@@ -257,29 +266,54 @@ def main(argv=None):
         ).rename_column(data_args.label_column, "labels")
     collator = DataCollatorWithPadding(tokenizer)
     if model_args.cache_backbone_features:
+        # The frozen backbone is the same in every trial of a search, so its features are computed once.
         tokenized = type(tokenized)({name: cache_backbone_features(model, split) for name, split in tokenized.items()})
         collator = CachedFeaturesCollator()
-    if model_args.lora_r:
-        model = apply_lora(model, model_args)
-    print(trainable_parameters_line(model, training_args))
+    return PreparedData(tokenizer, names, dict(tokenized), collator, model)
 
-    evaluation = tokenized["validation"] if "validation" in tokenized else tokenized["test"]
+
+def new_model(model_args, prepared: PreparedData):
+    """A fresh model for a run or a search trial (`model_args.config_overrides` may carry the trial's values)."""
+    model = build_model(model_args, prepared.tokenizer, prepared.names)
+    return apply_lora(model, model_args) if model_args.lora_r else model
+
+
+def new_trainer(model_args, training_args, prepared: PreparedData, model=None, model_init=None) -> Trainer:
     callbacks = []
     if model_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
-    trainer = Trainer(
-        model=model, args=training_args, train_dataset=tokenized["train"], eval_dataset=evaluation,
-        data_collator=collator, processing_class=tokenizer, compute_metrics=classification_metrics,
+    datasets = prepared.datasets
+    return Trainer(
+        model=model, model_init=model_init, args=training_args, train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"] if "validation" in datasets else datasets["test"],
+        data_collator=prepared.collator, processing_class=prepared.tokenizer, compute_metrics=classification_metrics,
         callbacks=callbacks,
     )
+
+
+SEARCH_METRICS = ("eval_accuracy", "eval_macro_f1", "eval_loss")  # first: the default
+
+
+def main(argv=None):
+    model_args, data_args, training_args = parse_arguments(argv)
+    check_arguments(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    prepared = prepare(model_args, data_args, training_args)
+    model = apply_lora(prepared.first_model, model_args) if model_args.lora_r else prepared.first_model
+    print(trainable_parameters_line(model, training_args))
+
+    trainer = new_trainer(model_args, training_args, prepared, model=model)
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = {f"train_{k}" if not k.startswith("train_") else k: v for k, v in train_result.metrics.items()}
-    predictions = trainer.predict(tokenized["test"], metric_key_prefix="test")
+    predictions = trainer.predict(prepared.datasets["test"], metric_key_prefix="test")
     metrics.update(predictions.metrics)
-    if "validation" in tokenized:
+    if "validation" in prepared.datasets:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     if trainer.is_world_process_zero():
-        save_outputs(trainer, model, tokenizer, model_args, data_args, training_args, names, metrics, predictions)
+        save_outputs(
+            trainer, model, prepared.tokenizer, model_args, data_args, training_args, prepared.names, metrics,
+            predictions,
+        )
         print(json.dumps(metrics, indent=2))
     if training_args.push_to_hub:
         trainer.push_to_hub()

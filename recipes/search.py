@@ -1,0 +1,268 @@
+"""Hyperparameter search over a recipe with `Trainer.hyperparameter_search` (optuna): grid, random or TPE (Bayesian).
+
+    python recipes/search.py recipes/configs/search_bbc_gaam_grid.yaml
+
+The YAML file names the recipe, the sampler and the search space, and holds the recipe's own arguments:
+
+    recipe: train_classifier          # or pretrain_lm
+    sampler: grid                     # grid | random | tpe
+    n_trials: 8                       # random / tpe (a grid runs every point)
+    metric: eval_accuracy             # eval_accuracy (default), eval_macro_f1, eval_loss; LM: eval_loss
+    direction: maximize               # default: minimize for losses, maximize otherwise
+    pruner: median                    # none | median: stop trials that are worse than the median so far
+    space:
+      gaam_num_heads: [2, 4]                          # a list: the values to try
+      learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}   # a range (random / tpe)
+    arguments:                        # the recipe's arguments, as in its own YAML file
+      model_type: gaam_gpt2
+      output_dir: runs/search
+      ...
+
+A space parameter is a `TrainingArguments` field or a field of the model's configuration (set through
+`config_overrides` for each trial). Writes to `output_dir`: `search_results.csv` and `search_results.md` (one row per
+trial: its parameters, the metric, its state, wall time), `search_results.png`, the optuna study
+(`search.db`), and the best trial's model in `best_model/`.
+"""
+
+import csv
+import dataclasses
+import importlib
+import itertools
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+from transformers import AutoConfig, HfArgumentParser, TrainerCallback, TrainingArguments, set_seed
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+RECIPES = ("train_classifier", "pretrain_lm")
+SAMPLERS = ("grid", "random", "tpe")
+PRUNERS = ("none", "median")
+SEARCH_KEYS = ("recipe", "sampler", "n_trials", "metric", "direction", "pruner", "seed", "space", "arguments")
+
+
+@dataclasses.dataclass
+class SearchSettings:
+    recipe: str
+    sampler: str
+    space: dict
+    arguments: dict
+    n_trials: int | None = None
+    metric: str | None = None
+    direction: str | None = None
+    pruner: str = "median"
+    seed: int = 0
+
+
+def read_settings(path: str) -> SearchSettings:
+    """The search file, every field checked before any data is read."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"search file {path!r} does not exist.")
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = sorted(set(raw) - set(SEARCH_KEYS))
+    if unknown:
+        raise ValueError(f"search file keys {unknown} are not known; accepted: {', '.join(SEARCH_KEYS)}.")
+    missing = [key for key in ("recipe", "sampler", "space", "arguments") if key not in raw]
+    if missing:
+        raise ValueError(f"the search file needs {', '.join(missing)}.")
+    settings = SearchSettings(**raw)
+    if settings.recipe not in RECIPES:
+        raise ValueError(f"`recipe`={settings.recipe!r} is not known; accepted: {', '.join(RECIPES)}.")
+    if settings.sampler not in SAMPLERS:
+        raise ValueError(f"`sampler`={settings.sampler!r} is not known; accepted: {', '.join(SAMPLERS)}.")
+    if settings.pruner not in PRUNERS:
+        raise ValueError(f"`pruner`={settings.pruner!r} is not known; accepted: {', '.join(PRUNERS)}.")
+    if settings.direction not in (None, "minimize", "maximize"):
+        raise ValueError(f"`direction`={settings.direction!r} is not known; accepted: minimize, maximize.")
+    if not isinstance(settings.space, dict) or not settings.space:
+        raise ValueError(f"`space` must map parameter names to values or ranges, got {settings.space!r}.")
+    for name, values in settings.space.items():
+        check_dimension(name, values, settings.sampler)
+    if settings.sampler == "grid":
+        settings.n_trials = math.prod(len(values) for values in settings.space.values())
+    elif not isinstance(settings.n_trials, int) or settings.n_trials < 1:
+        raise ValueError(f"`n_trials` must be a positive integer for the {settings.sampler} sampler, got {settings.n_trials!r}.")
+    return settings
+
+
+def check_dimension(name: str, values, sampler: str) -> None:
+    if isinstance(values, list):
+        if not values:
+            raise ValueError(f"`space.{name}` is an empty list; give the values to try.")
+        return
+    if sampler == "grid":
+        raise ValueError(f"`space.{name}`={values!r}: a grid needs a list of values for every parameter.")
+    if not isinstance(values, dict) or set(values) - {"low", "high", "log", "step"} or not {"low", "high"} <= set(values):
+        raise ValueError(
+            f"`space.{name}`={values!r} is neither a list of values nor a range {{low, high[, log][, step]}}."
+        )
+    if not values["low"] < values["high"]:
+        raise ValueError(f"`space.{name}`: `low` ({values['low']}) must be below `high` ({values['high']}).")
+
+
+def split_space(space: dict, training_args: TrainingArguments, model_config_fields: set[str]):
+    """Space parameters as (`TrainingArguments` fields, model-config fields); an unknown parameter is an error."""
+    training_fields = {field.name for field in dataclasses.fields(TrainingArguments)}
+    unknown = sorted(set(space) - training_fields - model_config_fields)
+    if unknown:
+        raise ValueError(
+            f"search space parameters {unknown} are neither `TrainingArguments` fields nor fields of the model's "
+            f"configuration; the configuration accepts: {', '.join(sorted(model_config_fields))}."
+        )
+    return [name for name in space if name in training_fields], [name for name in space if name not in training_fields]
+
+
+def model_config_fields(model_args) -> set[str]:
+    """Fields a trial may set through `config_overrides`: the new model's config, or the head's for `headed`."""
+    if getattr(model_args, "head_type", None) is not None:
+        from hf_heads import HeadedConfig
+
+        return set(HeadedConfig().to_dict()) - {"backbone_config"}
+    if model_args.model_name_or_path is not None:
+        return set(AutoConfig.from_pretrained(model_args.model_name_or_path).to_dict())
+    return set(AutoConfig.for_model(model_args.model_type).to_dict())
+
+
+def optuna_space(space: dict):
+    def suggest(trial) -> dict:
+        chosen = {}
+        for name, values in space.items():
+            if isinstance(values, list):
+                chosen[name] = trial.suggest_categorical(name, values)
+            elif all(isinstance(values[k], int) for k in ("low", "high")) and not values.get("log", False):
+                chosen[name] = trial.suggest_int(name, values["low"], values["high"], step=values.get("step", 1))
+            else:
+                chosen[name] = trial.suggest_float(
+                    name, float(values["low"]), float(values["high"]), log=values.get("log", False),
+                    step=values.get("step"),
+                )
+        return chosen
+
+    return suggest
+
+
+def with_overrides(model_args, values: dict):
+    """`model_args` with `values` appended to its `config_overrides` (a trial's model-config parameters)."""
+    extra = ",".join(f"{name}={json.dumps(value)}" for name, value in values.items())
+    merged = ",".join(filter(None, (model_args.config_overrides, extra)))
+    return dataclasses.replace(model_args, config_overrides=merged or None)
+
+
+class SaveTrialModel(TrainerCallback):
+    """Each trial's final model goes to `output_dir/trials/<trial>`, so the best one can be kept."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and state.trial_name is not None:
+            model.save_pretrained(Path(args.output_dir) / "trials" / state.trial_name)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) != 1:
+        raise SystemExit("usage: python recipes/search.py SEARCH.yaml (see the module docstring)")
+    settings = read_settings(argv[0])
+    recipe = importlib.import_module(settings.recipe)
+    parser = HfArgumentParser((recipe.ModelArguments, recipe.DataArguments, TrainingArguments))
+    model_args, data_args, training_args = parser.parse_dict(settings.arguments, allow_extra_keys=False)
+    recipe.check_arguments(model_args, data_args, training_args)
+    training_names, config_names = split_space(settings.space, training_args, model_config_fields(model_args))
+    output_dir = Path(training_args.output_dir)
+    if (output_dir / "search.db").exists():
+        raise ValueError(f"`output_dir` {output_dir} already holds a search (search.db); choose another folder.")
+    metric = settings.metric or recipe.SEARCH_METRICS[0]
+    if metric not in recipe.SEARCH_METRICS:
+        raise ValueError(
+            f"`metric`={metric!r} is not reported by {settings.recipe}; accepted: {', '.join(recipe.SEARCH_METRICS)}."
+        )
+    direction = settings.direction or ("minimize" if "loss" in metric else "maximize")
+
+    import optuna
+
+    set_seed(training_args.seed)
+    prepared = recipe.prepare(model_args, data_args, training_args)
+
+    suggest = optuna_space(settings.space)
+
+    def model_init(trial):
+        # `Trainer` builds the model before it applies the trial's `TrainingArguments` values, so the trial is
+        # asked here first; optuna returns the same value when `hp_space` asks again in the same trial.
+        chosen = suggest(trial) if trial is not None else {}
+        values = {name: chosen[name] for name in config_names if name in chosen}
+        return recipe.new_model(with_overrides(model_args, values), prepared)
+
+    trainer = recipe.new_trainer(model_args, training_args, prepared, model_init=model_init)
+    trainer.add_callback(SaveTrialModel())
+    output_dir.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(output_dir / 'search.db').resolve()}"
+    sampler = {
+        "grid": lambda: optuna.samplers.GridSampler(
+            {name: settings.space[name] for name in settings.space}, seed=settings.seed
+        ),
+        "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=settings.seed),
+    }[settings.sampler]()
+    pruner = optuna.pruners.MedianPruner(n_warmup_steps=0) if settings.pruner == "median" else optuna.pruners.NopPruner()
+    best = trainer.hyperparameter_search(
+        hp_space=lambda trial: {k: v for k, v in suggest(trial).items() if k in training_names}, compute_objective=lambda metrics: metrics[metric],
+        n_trials=settings.n_trials, direction=direction, backend="optuna", hp_name=lambda trial: f"trial-{trial.number}",
+        sampler=sampler, pruner=pruner, storage=storage, study_name="search", load_if_exists=False,
+    )
+    study = optuna.load_study(study_name="search", storage=storage)
+    rows = write_results(study, settings.space, metric, output_dir)
+    keep_best_model(output_dir, best.run_id, prepared.tokenizer)
+    print(f"best trial {best.run_id}: {metric} = {best.objective:.4f} with {best.hyperparameters}")
+    return rows
+
+
+def write_results(study, space: dict, metric: str, output_dir: Path) -> list[dict]:
+    rows = []
+    for trial in study.trials:
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
+        rows.append({
+            "trial": trial.number, **{name: trial.params.get(name) for name in space}, metric: trial.value,
+            "state": trial.state.name.lower(), "wall_seconds": None if seconds is None else round(seconds, 1),
+        })
+    columns = list(rows[0])
+    with open(output_dir / "search_results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join("" if row[c] is None else f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
+                                for c in columns) + " |" for row in rows]
+    (output_dir / "search_results.md").write_text("\n".join(lines) + "\n")
+    plot_trials(rows, metric, output_dir / "search_results.png")
+    print("\n".join(lines))
+    return rows
+
+
+def plot_trials(rows: list[dict], metric: str, path: Path) -> None:
+    from hf_heads.hub.plots import _pyplot
+
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    done = [row for row in rows if row[metric] is not None]
+    axes.bar([str(row["trial"]) for row in done], [row[metric] for row in done],
+             color=["tab:blue" if row["state"] == "complete" else "tab:gray" for row in done])
+    axes.set_xlabel("trial (grey: pruned)")
+    axes.set_ylabel(metric)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def keep_best_model(output_dir: Path, run_id: str, tokenizer) -> None:
+    best = output_dir / "best_model"
+    if best.exists():
+        shutil.rmtree(best)
+    shutil.copytree(output_dir / "trials" / f"trial-{run_id}", best)
+    tokenizer.save_pretrained(best)
+
+
+if __name__ == "__main__":
+    main()
