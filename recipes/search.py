@@ -12,6 +12,7 @@ The YAML file names the recipe, the sampler and the search space, and holds the 
     pruner: median                    # none | median: stop trials that are worse than the median so far
     space:
       gaam_num_heads: [2, 4]                          # a list: the values to try
+      gaam_num_gaussians,gaam_num_heads: [[5, 4], [10, 8]]   # parameters that move together
       learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}   # a range (random / tpe)
     arguments:                        # the recipe's arguments, as in its own YAML file
       model_type: gaam_gpt2
@@ -27,7 +28,6 @@ trial: its parameters, the metric, its state, wall time), `search_results.png`, 
 import csv
 import dataclasses
 import importlib
-import itertools
 import json
 import math
 import shutil
@@ -90,11 +90,21 @@ def read_settings(path: str) -> SearchSettings:
     return settings
 
 
+def parameter_names(key: str) -> list[str]:
+    """A space key names one parameter, or several that move together (`gaam_num_gaussians,gaam_num_heads`)."""
+    return [name.strip() for name in key.split(",")]
+
+
 def check_dimension(name: str, values, sampler: str) -> None:
     if isinstance(values, list):
         if not values:
             raise ValueError(f"`space.{name}` is an empty list; give the values to try.")
+        width = len(parameter_names(name))
+        if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
+            raise ValueError(f"`space.{name}`={values!r}: each value must be a list of {width} (one per parameter).")
         return
+    if len(parameter_names(name)) > 1:
+        raise ValueError(f"`space.{name}`: parameters that move together take a list of value lists, got {values!r}.")
     if sampler == "grid":
         raise ValueError(f"`space.{name}`={values!r}: a grid needs a list of values for every parameter.")
     if not isinstance(values, dict) or set(values) - {"low", "high", "log", "step"} or not {"low", "high"} <= set(values):
@@ -108,13 +118,14 @@ def check_dimension(name: str, values, sampler: str) -> None:
 def split_space(space: dict, training_args: TrainingArguments, model_config_fields: set[str]):
     """Space parameters as (`TrainingArguments` fields, model-config fields); an unknown parameter is an error."""
     training_fields = {field.name for field in dataclasses.fields(TrainingArguments)}
-    unknown = sorted(set(space) - training_fields - model_config_fields)
+    names = [name for key in space for name in parameter_names(key)]
+    unknown = sorted(set(names) - training_fields - model_config_fields)
     if unknown:
         raise ValueError(
             f"search space parameters {unknown} are neither `TrainingArguments` fields nor fields of the model's "
             f"configuration; the configuration accepts: {', '.join(sorted(model_config_fields))}."
         )
-    return [name for name in space if name in training_fields], [name for name in space if name not in training_fields]
+    return [name for name in names if name in training_fields], [name for name in names if name not in training_fields]
 
 
 def model_config_fields(model_args) -> set[str]:
@@ -132,7 +143,11 @@ def optuna_space(space: dict):
     def suggest(trial) -> dict:
         chosen = {}
         for name, values in space.items():
-            if isinstance(values, list):
+            if len(parameter_names(name)) > 1:
+                # optuna's choices are scalars: a tuple of values travels as its JSON text.
+                picked = trial.suggest_categorical(name, [json.dumps(v) for v in values])
+                chosen.update(zip(parameter_names(name), json.loads(picked)))
+            elif isinstance(values, list):
                 chosen[name] = trial.suggest_categorical(name, values)
             elif all(isinstance(values[k], int) for k in ("low", "high")) and not values.get("log", False):
                 chosen[name] = trial.suggest_int(name, values["low"], values["high"], step=values.get("step", 1))
@@ -201,7 +216,9 @@ def main(argv=None):
     storage = f"sqlite:///{(output_dir / 'search.db').resolve()}"
     sampler = {
         "grid": lambda: optuna.samplers.GridSampler(
-            {name: settings.space[name] for name in settings.space}, seed=settings.seed
+            {key: [json.dumps(v) for v in values] if len(parameter_names(key)) > 1 else values
+             for key, values in settings.space.items()},
+            seed=settings.seed,
         ),
         "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
         "tpe": lambda: optuna.samplers.TPESampler(seed=settings.seed),
@@ -224,7 +241,7 @@ def write_results(study, space: dict, metric: str, output_dir: Path) -> list[dic
     for trial in study.trials:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
         rows.append({
-            "trial": trial.number, **{name: trial.params.get(name) for name in space}, metric: trial.value,
+            "trial": trial.number, **trial_values(trial.params, space), metric: trial.value,
             "state": trial.state.name.lower(), "wall_seconds": None if seconds is None else round(seconds, 1),
         })
     columns = list(rows[0])
@@ -239,6 +256,17 @@ def write_results(study, space: dict, metric: str, output_dir: Path) -> list[dic
     plot_trials(rows, metric, output_dir / "search_results.png")
     print("\n".join(lines))
     return rows
+
+
+def trial_values(params: dict, space: dict) -> dict:
+    values = {}
+    for key in space:
+        names = parameter_names(key)
+        if len(names) == 1:
+            values[key] = params.get(key)
+        else:
+            values.update(zip(names, json.loads(params[key]) if key in params else [None] * len(names)))
+    return values
 
 
 def plot_trials(rows: list[dict], metric: str, path: Path) -> None:

@@ -96,6 +96,23 @@ def test_tpe_over_the_lm_recipe(tmp_path):
     assert all(1e-4 <= row["learning_rate"] <= 1e-2 for row in rows)
 
 
+def test_parameters_that_move_together(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(["the cat sat on the mat"] * 200))
+    path = write_search(
+        tmp_path, recipe="pretrain_lm", sampler="grid", space={"n_layer,n_head": [[1, 2], [2, 4]]},
+        arguments={
+            "model_type": "gpt2", "tokenizer": "char", "config_overrides": "n_embd=32,n_head=2", "train_file": str(text),
+            "block_size": 16, "max_steps": 1, "report_to": "none", "use_cpu": True, "output_dir": str(tmp_path / "o"),
+        },
+    )
+    rows = search.main([path])
+    assert sorted((row["n_layer"], row["n_head"]) for row in rows) == [(1, 2), (2, 4)]
+    for row in rows:
+        config = json.loads((tmp_path / "o" / "trials" / f"trial-{row['trial']}" / "config.json").read_text())
+        assert (config["n_layer"], config["n_head"]) == (row["n_layer"], row["n_head"])
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -108,6 +125,7 @@ def test_tpe_over_the_lm_recipe(tmp_path):
         (dict(metric="eval_acc"), "`metric`='eval_acc'"),
         (dict(recipe="train_gan"), "`recipe`='train_gan'"),
         (dict(trials=3), r"keys \['trials'\]"),
+        (dict(space={"gaam_num_gaussians,gaam_num_heads": [[5, 4], [10]]}), "a list of 2"),
     ],
 )
 def test_bad_search_files_fail_before_training(change, message, tmp_path):
