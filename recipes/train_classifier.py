@@ -64,7 +64,10 @@ class ModelArguments:
         default=None,
         metadata={"help": f"Put a `headed` head on the --model_name_or_path backbone: one of {HEAD_TYPES}."},
     )
-    freeze_backbone: bool = field(default=False, metadata={"help": "Train the head only (headed models)."})
+    freeze_backbone: bool = field(
+        default=False,
+        metadata={"help": "Train the head only (and GAAM's parameters in a GAAM-GPT2 model); the rest stays fixed."},
+    )
     cache_backbone_features: bool = field(
         default=False, metadata={"help": "Run the frozen backbone once and train the head on cached features."}
     )
@@ -74,6 +77,10 @@ class ModelArguments:
         default=None, metadata={"help": "Comma-separated module names for LoRA (default: peft's for the backbone)."}
     )
     tokenizer_vocab_size: int = field(default=4000, metadata={"help": "BPE vocabulary when training from scratch."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Re-initialise checkpoint weights whose shape differs (a head with another label count)."},
+    )
     weight_init: str = field(
         default="default",
         metadata={"help": f"Initialisation of new weight matrices (not loaded from a checkpoint): {WEIGHT_INIT_SCHEMES}."},
@@ -117,8 +124,8 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
             raise ValueError(f"`--head_type`={model_args.head_type!r} is not supported; accepted: {', '.join(HEAD_TYPES)}.")
         if model_args.model_name_or_path is None:
             raise ValueError("`--head_type` puts a head on a pretrained backbone: give `--model_name_or_path` too.")
-    if (model_args.freeze_backbone or model_args.cache_backbone_features) and model_args.head_type is None:
-        raise ValueError("`--freeze_backbone` and `--cache_backbone_features` apply to `headed` models (`--head_type`).")
+    if model_args.cache_backbone_features and model_args.head_type is None:
+        raise ValueError("`--cache_backbone_features` applies to `headed` models (`--head_type`).")
     if model_args.cache_backbone_features and not model_args.freeze_backbone:
         raise ValueError("`--cache_backbone_features` needs `--freeze_backbone` (a training backbone's features change).")
     if model_args.cache_backbone_features and model_args.lora_r:
@@ -168,9 +175,10 @@ def build_model(model_args, tokenizer, names: list[str]):
         new_parameters = {name for name, _ in model.named_parameters() if not name.startswith("backbone.")}
     elif model_args.model_name_or_path is not None:
         model, loading = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, output_loading_info=True, **labels, **overrides
+            model_args.model_name_or_path, output_loading_info=True,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **labels, **overrides
         )
-        new_parameters = set(loading["missing_keys"])
+        new_parameters = set(loading["missing_keys"]) | {key[0] for key in loading["mismatched_keys"]}
     else:
         config = AutoConfig.for_model(
             model_args.model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
@@ -179,8 +187,16 @@ def build_model(model_args, tokenizer, names: list[str]):
         model = AutoModelForSequenceClassification.from_config(config)
         new_parameters = None
     initialize_new_weights(model, model_args.weight_init, new_parameters)
+    if model_args.freeze_backbone and model_args.head_type is None:
+        freeze_all_but_head_and_gaam(model)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def freeze_all_but_head_and_gaam(model) -> None:
+    """GPT-2 / GAAM-GPT2 with a frozen backbone: the task head (`score`) and every GAAM module train, nothing else."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith(("score.", "classifier.", "qa_outputs.")) or ".gaam" in name
 
 
 def apply_lora(model, model_args):

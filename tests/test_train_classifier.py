@@ -115,9 +115,47 @@ def test_headed_frozen_cached_run_on_a_local_csv(tmp_path):
     assert config["model_type"] == "headed" and config["id2label"] == {"0": "finance", "1": "sport"}
 
 
+def test_frozen_gaam_gpt2_trains_only_gaam_and_the_head(tmp_path, trained):
+    """The notebook's GAAM grid freezes GPT-2: a run from a checkpoint changes GAAM and `score`, nothing else."""
+    from safetensors.torch import load_file
+
+    start, _ = trained
+    train_classifier.main([
+        "--model_name_or_path", str(start), "--freeze_backbone", "true", "--dataset_name", "bbc_news",
+        "--max_train_samples", "32", "--max_eval_samples", "16", "--max_length", "32", "--num_train_epochs", "1",
+        "--learning_rate", "0.05", "--report_to", "none", "--use_cpu", "true", "--output_dir", str(tmp_path / "out"),
+    ])
+    before, after = load_file(start / "model.safetensors"), load_file(tmp_path / "out" / "model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("score.") or ".gaam" in name for name in changed), changed
+    assert any(".gaam." in name for name in changed) and "score.weight" in changed
+
+
+def test_weight_init_applies_to_new_weights_only(tmp_path, trained):
+    """`--weight_init` re-initialises the new `score` head of a checkpoint; loaded weights stay as they were."""
+    from safetensors.torch import load_file
+
+    model_args, _, _ = train_classifier.parse_arguments([
+        "--model_name_or_path", str(trained[0]), "--weight_init", "orthogonal", "--ignore_mismatched_sizes", "true",
+        "--dataset_name", "bbc_news",
+        "--output_dir", str(tmp_path / "unused"),
+    ])
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(trained[0])
+    model = train_classifier.build_model(model_args, tokenizer, ["a", "b", "c"])  # 3 labels: a new `score`
+    loaded = load_file(trained[0] / "model.safetensors")
+    for name, parameter in model.state_dict().items():
+        if name != "score.weight":
+            torch.testing.assert_close(parameter, loaded[name], rtol=0, atol=0)
+    score = model.score.weight.detach()
+    torch.testing.assert_close(score @ score.T, torch.eye(3), atol=1e-5, rtol=0)  # orthogonal rows
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
+        (["--weight_init", "zeros"], r"`--weight_init`='zeros' is not supported"),
         (["--text_column", "body"], r"no column 'body'; its columns are \['text', 'label'\]"),
         (["--model_type", "bert"], r"`--model_type`='bert' is not supported; accepted: gpt2, gaam_gpt2"),
         (["--head_type", "mean"], "give `--model_name_or_path` too"),

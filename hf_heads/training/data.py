@@ -62,6 +62,31 @@ def load_local_files(files: dict[str, str]) -> DatasetDict:
     return load_dataset(LOCAL_FORMATS[suffixes.pop()], data_files=files)
 
 
+def drop_unlabeled_splits(splits: DatasetDict, label_column: str) -> DatasetDict:
+    """
+    GLUE-style test splits carry the label -1 on every row (their labels are hidden): such a split is dropped, with a
+    warning, and a test split is then made from the training data. A split with only *some* rows at -1 is an error.
+    """
+    import warnings
+
+    kept = {}
+    for name, split in splits.items():
+        if not isinstance(split.features[label_column], ClassLabel):
+            kept[name] = split
+            continue
+        negative = sum(1 for label in split[label_column] if label < 0)
+        if negative == len(split) and name != "train":
+            warnings.warn(f"The {name} split has no labels (all -1, as GLUE's hidden test sets); it is not used.")
+            continue
+        if negative:
+            raise ValueError(
+                f"The {name} split has {negative} row(s) with label -1 (no label); accepted labels are 0.."
+                f"{split.features[label_column].num_classes - 1}. Remove those rows or give labelled data."
+            )
+        kept[name] = split
+    return DatasetDict(kept)
+
+
 def load_text_classification(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -98,6 +123,7 @@ def load_text_classification(
         if len(split) == 0:
             raise ValueError(f"The {name} split is empty.")
     splits = DatasetDict({name: split.select_columns([text_column, label_column]) for name, split in splits.items()})
+    splits = drop_unlabeled_splits(splits, label_column)
     label_feature = splits["train"].features[label_column]
     if not isinstance(label_feature, ClassLabel):
         names = sorted({str(label) for label in splits["train"][label_column]})
