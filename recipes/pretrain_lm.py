@@ -24,6 +24,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     EarlyStoppingCallback,
+    GPT2LMHeadModel,
     Trainer,
     TrainingArguments,
     default_data_collator,
@@ -45,7 +46,8 @@ from hf_heads.training.recipe import (
 )
 
 
-MODEL_TYPES = ("gpt2", "gaam_gpt2")
+MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gaam_gpt2": hf_heads.GaamGPT2LMHeadModel}
+MODEL_TYPES = tuple(MODEL_CLASSES)
 TOKENIZERS = ("bpe", "char")
 
 
@@ -54,7 +56,9 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A causal LM checkpoint to continue training (its tokenizer is kept)."}
     )
-    model_type: str | None = field(default=None, metadata={"help": f"Train from scratch: one of {MODEL_TYPES}."})
+    model_type: str | None = field(
+        default=None, metadata={"help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."},
+    )
     config_overrides: str | None = field(
         default=None, metadata={"help": "Comma-separated config fields, e.g. n_layer=4,n_embd=256,gaam_num_heads=8"}
     )
@@ -97,8 +101,11 @@ def parse_arguments(argv=None):
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
     """Every mistake found here is reported before any data is read or model built."""
-    if (model_args.model_name_or_path is None) == (model_args.model_type is None):
-        raise ValueError("Give exactly one of `--model_name_or_path` (a checkpoint) and `--model_type` (from scratch).")
+    if model_args.model_name_or_path is None and model_args.model_type is None:
+        raise ValueError(
+            "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
+            "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
+        )
     if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
         raise ValueError(f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}.")
     if model_args.tokenizer not in TOKENIZERS:
@@ -141,7 +148,9 @@ def build_tokenizer(model_args, train_texts):
 def build_model(model_args, tokenizer, block_size: int):
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path is not None:
-        model, loading = AutoModelForCausalLM.from_pretrained(
+        # With `--model_type` too, the checkpoint's weights go into that architecture (GPT-2 → GAAM-GPT2).
+        model_class = AutoModelForCausalLM if model_args.model_type is None else MODEL_CLASSES[model_args.model_type]
+        model, loading = model_class.from_pretrained(
             model_args.model_name_or_path, output_loading_info=True, **overrides
         )
         new_parameters = set(loading["missing_keys"])

@@ -24,6 +24,7 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     EarlyStoppingCallback,
+    GPT2ForSequenceClassification,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -34,7 +35,7 @@ from hf_heads import CachedFeaturesCollator, HeadedModelForSequenceClassificatio
 from hf_heads.hub import plot_confusion_matrix, plot_loss_curves, write_model_card
 from hf_heads.models.headed.configuration_headed import HEAD_TYPES
 from hf_heads.tokenization import train_bpe_tokenizer
-from hf_heads.training.data import load_text_classification
+from hf_heads.training.data import load_text_classification, split_stratified
 from hf_heads.training.initialization import WEIGHT_INIT_SCHEMES, initialize_new_weights
 from hf_heads.training.metrics import classification_metrics
 from hf_heads.training.recipe import (
@@ -47,7 +48,8 @@ from hf_heads.training.recipe import (
 )
 
 
-MODEL_TYPES = ("gpt2", "gaam_gpt2")
+MODEL_CLASSES = {"gpt2": GPT2ForSequenceClassification, "gaam_gpt2": hf_heads.GaamGPT2ForSequenceClassification}
+MODEL_TYPES = tuple(MODEL_CLASSES)
 
 
 @dataclass
@@ -55,7 +57,9 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A checkpoint (Hub id or folder) to start from; or use --model_type."},
     )
-    model_type: str | None = field(default=None, metadata={"help": f"Train from scratch: one of {MODEL_TYPES}."})
+    model_type: str | None = field(
+        default=None, metadata={"help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."},
+    )
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "Comma-separated config fields for a new model or head, e.g. n_layer=2,n_embd=128,gaam_num_heads=4"},
@@ -104,6 +108,11 @@ class DataArguments:
     test_file: str | None = field(default=None, metadata={"help": "Test data, same format."})
     text_column: str = field(default="text", metadata={"help": "The column holding the text."})
     label_column: str = field(default="label", metadata={"help": "The column holding the label."})
+    validation_split_percentage: float = field(
+        default=0.0,
+        metadata={"help": "Without a validation split: hold out this % of training rows (stratified) for evaluation and "
+                  "model selection, so the test split is only used for the final figure (0: evaluate on test)."},
+    )
     max_length: int = field(default=128, metadata={"help": "Texts are truncated to this many tokens (not padded)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N test/validation rows."})
@@ -115,8 +124,11 @@ def parse_arguments(argv=None):
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
     """Every mistake found here is reported before any data is read or model built."""
-    if (model_args.model_name_or_path is None) == (model_args.model_type is None):
-        raise ValueError("Give exactly one of `--model_name_or_path` (a checkpoint) and `--model_type` (from scratch).")
+    if model_args.model_name_or_path is None and model_args.model_type is None:
+        raise ValueError(
+            "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
+            "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
+        )
     if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
         raise ValueError(f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}.")
     if model_args.head_type is not None:
@@ -124,6 +136,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
             raise ValueError(f"`--head_type`={model_args.head_type!r} is not supported; accepted: {', '.join(HEAD_TYPES)}.")
         if model_args.model_name_or_path is None:
             raise ValueError("`--head_type` puts a head on a pretrained backbone: give `--model_name_or_path` too.")
+        if model_args.model_type is not None:
+            raise ValueError(
+                f"`--head_type` keeps the backbone's own architecture; drop `--model_type`={model_args.model_type!r}."
+            )
     if model_args.cache_backbone_features and model_args.head_type is None:
         raise ValueError("`--cache_backbone_features` applies to `headed` models (`--head_type`).")
     if model_args.cache_backbone_features and not model_args.freeze_backbone:
@@ -136,6 +152,10 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         )
     if model_args.lora_r < 0:
         raise ValueError(f"`--lora_r` must be 0 (off) or positive, got {model_args.lora_r}.")
+    if not 0 <= data_args.validation_split_percentage < 100:
+        raise ValueError(
+            f"`--validation_split_percentage` must be in [0, 100), got {data_args.validation_split_percentage}."
+        )
     if data_args.max_length < 2:
         raise ValueError(f"`--max_length` must be at least 2, got {data_args.max_length}.")
     has_files = any((data_args.train_file, data_args.validation_file, data_args.test_file))
@@ -174,7 +194,9 @@ def build_model(model_args, tokenizer, names: list[str]):
         )
         new_parameters = {name for name, _ in model.named_parameters() if not name.startswith("backbone.")}
     elif model_args.model_name_or_path is not None:
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
+        # With `--model_type` too, the checkpoint's weights go into that architecture (GPT-2 → GAAM-GPT2).
+        model_class = AutoModelForSequenceClassification if model_args.model_type is None else MODEL_CLASSES[model_args.model_type]
+        model, loading = model_class.from_pretrained(
             model_args.model_name_or_path, output_loading_info=True,
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **labels, **overrides
         )
@@ -266,6 +288,11 @@ def prepare(model_args, data_args, training_args) -> PreparedData:
         data_args.dataset_name, data_args.dataset_config_name, data_files or None, data_args.text_column,
         data_args.label_column, seed=training_args.seed,
     )
+    if "validation" not in splits and data_args.validation_split_percentage:
+        held_out = split_stratified(
+            splits["train"], data_args.validation_split_percentage / 100, training_args.seed, data_args.label_column
+        )
+        splits["train"], splits["validation"] = held_out["train"], held_out["test"]
     for name, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples),
                         ("test", data_args.max_eval_samples)):
         if limit is not None and name in splits:

@@ -151,3 +151,25 @@ def test_text_shorter_than_a_block_is_refused(tmp_path):
             "--train_file", str(tmp_path / "short.txt"), "--block_size", "64", "--output_dir", str(tmp_path / "o"),
             *COMMON,
         ])
+
+
+def test_a_gpt2_checkpoint_continues_as_gaam_gpt2(text_file, tmp_path):
+    """`--model_type gaam_gpt2` with a GPT-2 `--model_name_or_path`: every GPT-2 weight kept, GAAM added."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hf_heads import CharTokenizer
+
+    tokenizer = CharTokenizer()
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=len(tokenizer), n_positions=64)).save_pretrained(
+        tmp_path / "gpt2"
+    )
+    tokenizer.save_pretrained(tmp_path / "gpt2")
+    pretrain_lm.main([
+        "--model_name_or_path", str(tmp_path / "gpt2"), "--model_type", "gaam_gpt2", "--train_file", str(text_file),
+        "--block_size", "32", "--max_steps", "1", "--learning_rate", "1e-12", "--output_dir", str(tmp_path / "gaam"),
+        *COMMON,
+    ])
+    assert json.loads((tmp_path / "gaam" / "config.json").read_text())["model_type"] == "gaam_gpt2"
+    before, after = load_file(tmp_path / "gpt2" / "model.safetensors"), load_file(tmp_path / "gaam" / "model.safetensors")
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert {k for k in after if k not in before} and all(".gaam" in k for k in after if k not in before)

@@ -161,7 +161,7 @@ def test_weight_init_applies_to_new_weights_only(tmp_path, trained):
         (["--head_type", "mean"], "give `--model_name_or_path` too"),
         (["--max_length", "100"], r"`--max_length`=100 exceeds the model's 64 positions"),
         (["--config_overrides", "n_layer"], "is not `name=value`"),
-        (["--cache_backbone_features", "true"], "apply to `headed` models"),
+        (["--cache_backbone_features", "true"], "applies to `headed` models"),
     ],
 )
 def test_bad_input_is_refused_before_training(tmp_path, change, message):
