@@ -42,6 +42,7 @@ from hf_heads.training.recipe import (
     parse_overrides,
     parse_recipe_arguments,
     refuse_existing_model,
+    resolve_resume_checkpoint,
     trainable_parameters_line,
 )
 
@@ -128,6 +129,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
                 f"(got eval_strategy={training_args.eval_strategy.value!r}, "
                 f"load_best_model_at_end={training_args.load_best_model_at_end})."
             )
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
     refuse_existing_model(
         training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
     )

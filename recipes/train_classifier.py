@@ -44,6 +44,7 @@ from hf_heads.training.recipe import (
     parse_overrides,
     parse_recipe_arguments,
     refuse_existing_model,
+    resolve_resume_checkpoint,
     trainable_parameters_line,
 )
 
@@ -163,6 +164,9 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         raise ValueError("Give either `--dataset_name` or `--train_file` (+ `--validation_file`/`--test_file`).")
     if has_files and data_args.train_file is None:
         raise ValueError("`--validation_file`/`--test_file` need a `--train_file`.")
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
     refuse_existing_model(
         training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
     )

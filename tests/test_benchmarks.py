@@ -12,6 +12,7 @@ QUICK = {
     "gaam_op.py": [],
     "gaam_gpt2_step.py": [],
     "frozen_heads.py": [],
+    "recipe_throughput.py": [],
     # The slow rows (GPT-2 training, the demo, LoRA) run in the slow suite.
     "quality.py": ["--rows", "tfidf", "frozen_minilm"],
 }

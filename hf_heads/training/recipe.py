@@ -89,3 +89,30 @@ def first_batches(dataloader, limit: int = 8):
         if index == limit:
             break
         yield batch
+
+
+def resolve_resume_checkpoint(value: str | None, output_dir) -> str | None:
+    """
+    `--resume_from_checkpoint`: a checkpoint folder, or `true`/`last` for the newest *complete* checkpoint in
+    `output_dir` (one whose `trainer_state.json` was written: a run killed while saving leaves a partial folder).
+    Checked before any data is read.
+    """
+    if value is None:
+        return None
+    if value.lower() in ("true", "last"):
+        complete = [
+            path for path in Path(output_dir).glob("checkpoint-*")
+            if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
+        ]
+        if not complete:
+            raise ValueError(
+                f"`--resume_from_checkpoint`={value!r}: `--output_dir` {output_dir} holds no complete checkpoint "
+                "(checkpoint-N with trainer_state.json)."
+            )
+        return str(max(complete, key=lambda path: int(path.name.split("-")[-1])))
+    if not (Path(value) / "trainer_state.json").is_file():
+        raise ValueError(
+            f"`--resume_from_checkpoint`={value!r} is not a complete checkpoint folder (no trainer_state.json); give "
+            "a checkpoint-N folder, or `true` for the newest one in `--output_dir`."
+        )
+    return value
