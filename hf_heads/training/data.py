@@ -59,7 +59,14 @@ def load_local_files(files: dict[str, str]) -> DatasetDict:
     for split, path in files.items():
         if not Path(path).is_file():
             raise FileNotFoundError(f"`--{split}_file` {path!r} does not exist.")
-    return load_dataset(LOCAL_FORMATS[suffixes.pop()], data_files=files)
+    try:
+        return load_dataset(LOCAL_FORMATS[suffixes.pop()], data_files=files)
+    except ValueError as error:
+        # `datasets` says 'Instruction "test" corresponds to no data!' for a file with a header and no rows.
+        empty = [split for split in files if f'"{split}" corresponds to no data' in str(error)]
+        if empty:
+            raise ValueError(f"The {empty[0]} split is empty: `--{empty[0]}_file` {files[empty[0]]!r} has no rows.") from error
+        raise
 
 
 def drop_unlabeled_splits(splits: DatasetDict, label_column: str) -> DatasetDict:

@@ -1,0 +1,191 @@
+"""One case per row of `docs/errors.md`: a user mistake, and the error that names the argument, the value and what is
+accepted, raised before any training starts. The last test keeps the table and these cases in step."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import BertConfig, GPT2Config
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+import pretrain_lm  # noqa: E402
+import search  # noqa: E402
+import train_classifier  # noqa: E402
+
+import hf_heads  # noqa: E402
+from hf_heads import (  # noqa: E402
+    CharTokenizer,
+    GaamGPT2Config,
+    GaamGPT2ForSequenceClassification,
+    GaussianAdaptiveAttention,
+    HeadedConfig,
+    HeadedModelForSequenceClassification,
+    HeadedModelForTokenClassification,
+)
+
+
+TINY_GPT2 = GPT2Config(n_layer=1, n_embd=32, n_head=4, vocab_size=50, n_positions=16)
+CLASSIFIER = ["--model_type", "gaam_gpt2", "--config_overrides", "n_layer=1,n_embd=32,n_head=4,n_positions=64",
+              "--report_to", "none", "--use_cpu", "true"]
+
+
+def classifier_run(tmp_path, *flags):
+    data = [] if "--train_file" in flags else ["--dataset_name", "bbc_news"]
+    return train_classifier.main([*CLASSIFIER, *data, "--output_dir", str(tmp_path / "out"), *flags])
+
+
+def lm_run(tmp_path, *flags):
+    text = tmp_path / "text.txt"
+    text.write_text("some text for the language model " * 20)
+    return pretrain_lm.main(["--train_file", str(text), "--output_dir", str(tmp_path / "lm"), "--report_to", "none",
+                             "--use_cpu", "true", *flags])
+
+
+def search_run(tmp_path, **settings):
+    base = dict(recipe="train_classifier", sampler="grid", space={"gaam_num_heads": [1, 2]},
+                arguments={"model_type": "gaam_gpt2", "dataset_name": "bbc_news", "output_dir": str(tmp_path / "s")})
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump({**base, **settings}))
+    return search.main([str(tmp_path / "search.yaml")])
+
+
+def saved_tiny_classifier(tmp_path):
+    model = GaamGPT2ForSequenceClassification(GaamGPT2Config(**TINY_GPT2.to_dict() | dict(gaam_num_heads=2)))
+    model.save_pretrained(tmp_path / "model")
+    return tmp_path / "model"
+
+
+def write_csv(tmp_path, name, rows):
+    path = tmp_path / name
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+# (case id, the mistake, the call, the error type, what the message must say)
+CASES = [
+    # The GAAM op
+    ("gaam-heads", "GAAM with 0 heads", lambda t: GaussianAdaptiveAttention(0, 5, -1),
+     ValueError, r"`num_heads` must be a positive integer, got 0"),
+    ("gaam-gaussians", "GAAM with -1 Gaussians", lambda t: GaussianAdaptiveAttention(4, -1, -1),
+     ValueError, r"`num_gaussians` must be a positive integer, got -1"),
+    ("gaam-eps", "GAAM with eps=0", lambda t: GaussianAdaptiveAttention(4, 5, -1, eps=0),
+     ValueError, r"`eps` must be a positive number, got 0"),
+    ("gaam-axis-type", "GAAM with norm_axis='seq'", lambda t: GaussianAdaptiveAttention(4, 5, "seq"),
+     ValueError, r"`norm_axis` must be an integer axis index, got 'seq'"),
+    ("gaam-axis-range", "GAAM over axis 3 of a 3-D input",
+     lambda t: GaussianAdaptiveAttention(2, 5, 3)(torch.randn(2, 4, 8)),
+     ValueError, r"`norm_axis`=3 is out of range for an input with 3 dimensions \(accepted: -3 to 2\)"),
+    ("gaam-too-many-heads", "8 GAAM heads over 8 features",
+     lambda t: GaussianAdaptiveAttention(8, 5, -1)(torch.randn(2, 4, 8)),
+     ValueError, r"`num_heads`=8 splits axis 2 of size 8 into chunks of 1 element\(s\); each head needs at least 2"),
+    ("gaam-mask-shape", "an attention_mask of the wrong shape",
+     lambda t: GaussianAdaptiveAttention(2, 5, 1)(torch.randn(2, 4, 8), attention_mask=torch.ones(2, 5)),
+     ValueError, r"`attention_mask` must have shape \(batch, sequence\) = \(2, 4\).*got \(2, 5\)"),
+    ("from-reference", "converting something that is not a reference GAAM module",
+     lambda t: hf_heads.from_reference(torch.nn.Linear(2, 2)),
+     TypeError, r"`module` must be a reference .*got Linear"),
+    # Configurations
+    ("gaam-placement", "gaam_placement='inside'", lambda t: GaamGPT2Config(gaam_placement="inside"),
+     ValueError, r"`gaam_placement`='inside' is not supported; accepted values: 'augment', 'replace'"),
+    ("gaam-norm-axis", "gaam_norm_axis='tokens'", lambda t: GaamGPT2Config(gaam_norm_axis="tokens"),
+     ValueError, r"`gaam_norm_axis`='tokens' is not supported; accepted values: "),
+    ("gaam-layers", "gaam_layers=[0, 5] on a 2-layer model", lambda t: GaamGPT2Config(n_layer=2, gaam_layers=[0, 5]),
+     ValueError, r"`gaam_layers`=\[0, 5\] must list distinct block indices in \[0, 1\]"),
+    ("classifier-pooling", "classifier_pooling='max'", lambda t: GaamGPT2Config(classifier_pooling="max"),
+     ValueError, r"`classifier_pooling`='max' is not supported; accepted values: "),
+    ("head-type", "head_type='lstm'", lambda t: HeadedConfig(backbone_config=TINY_GPT2, head_type="lstm"),
+     ValueError, r"`head_type`='lstm' is not supported; accepted values: 'attention', 'gaam_layers', 'last_token', 'mean'"),
+    ("head-pooling", "head_pooling='max'", lambda t: HeadedConfig(backbone_config=TINY_GPT2, head_pooling="max"),
+     ValueError, r"`head_pooling`='max' is not supported; accepted values: 'last', 'mean', 'attention'"),
+    ("num-labels", "num_labels=0", lambda t: HeadedConfig(backbone_config=TINY_GPT2, num_labels=0),
+     ValueError, r"`num_labels` must be at least 1, got 0"),
+    ("head-num-heads", "an attention head whose heads do not divide the hidden size",
+     lambda t: HeadedConfig(backbone_config=TINY_GPT2, head_type="attention", head_num_heads=5),
+     ValueError, r"`head_num_heads`=5 must divide the backbone's hidden size 32"),
+    ("token-head", "token classification with a pooling head",
+     lambda t: HeadedModelForTokenClassification(HeadedConfig(backbone_config=TINY_GPT2, head_type="mean")),
+     ValueError, r"`head_type`='mean' pools a whole sequence and cannot label tokens"),
+    # Model loading and features
+    ("checkpoint-shapes", "a checkpoint with 2 GAAM heads loaded as 4",
+     lambda t: GaamGPT2ForSequenceClassification.from_pretrained(saved_tiny_classifier(t), gaam_num_heads=4),
+     RuntimeError, r"ignore_mismatched_sizes"),
+    ("cache-unfrozen", "caching features of a backbone that trains",
+     lambda t: hf_heads.cache_backbone_features(
+         HeadedModelForSequenceClassification(HeadedConfig(backbone_config=BertConfig(
+             num_hidden_layers=1, hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=50))),
+         None),
+     ValueError, r"freeze_backbone"),
+    ("explain-top-k", "explain(top_k=0)", lambda t: hf_heads.explain(None, None, "x", top_k=0),
+     ValueError, r"`top_k` must be a positive integer, got 0"),
+    ("char-alphabet", "a character alphabet with repeats", lambda t: CharTokenizer(alphabet="abca"),
+     ValueError, r"`alphabet` must list each character once; repeated: \['a'\]"),
+    # Recipes: data
+    ("text-column", "--text_column body on data without it", lambda t: classifier_run(t, "--text_column", "body"),
+     ValueError, r"no column 'body'; its columns are \['text', 'label'\]"),
+    ("empty-split", "an empty test file",
+     lambda t: classifier_run(t, "--train_file", write_csv(t, "train.csv", ["text,label", "a,x", "b,y"]),
+                              "--test_file", write_csv(t, "test.csv", ["text,label"])),
+     ValueError, r"The test split is empty"),
+    ("unknown-labels", "test labels the training data does not have",
+     lambda t: classifier_run(t, "--train_file", write_csv(t, "train.csv", ["text,label", "a,x", "b,y"]),
+                              "--test_file", write_csv(t, "test.csv", ["text,label", "c,z"])),
+     ValueError, r"The test split has labels \['z'\] that the training split does not; known labels: \['x', 'y'\]"),
+    ("missing-file", "a --train_file that does not exist",
+     lambda t: classifier_run(t, "--train_file", str(t / "nope.csv")),
+     FileNotFoundError, r"`--train_file` '.*nope.csv' does not exist"),
+    ("max-length", "--max_length above the model's positions", lambda t: classifier_run(t, "--max_length", "100"),
+     ValueError, r"`--max_length`=100 exceeds the model's 64 positions"),
+    # Recipes: flags
+    ("model-type", "--model_type bert", lambda t: classifier_run(t, "--model_type", "bert"),
+     ValueError, r"`--model_type`='bert' is not supported; accepted: gpt2, gaam_gpt2"),
+    ("config-overrides", "--config_overrides n_layer", lambda t: classifier_run(t, "--config_overrides", "n_layer"),
+     ValueError, r"`--config_overrides` item 'n_layer' is not `name=value`"),
+    ("weight-init", "--weight_init zeros", lambda t: classifier_run(t, "--weight_init", "zeros"),
+     ValueError, r"`--weight_init`='zeros' is not supported; accepted: default, xavier_uniform"),
+    ("lora-rank", "--lora_r -1", lambda t: classifier_run(t, "--lora_r", "-1"),
+     ValueError, r"`--lora_r` must be 0 \(off\) or positive, got -1"),
+    ("validation-split", "--validation_split_percentage 150",
+     lambda t: classifier_run(t, "--validation_split_percentage", "150"),
+     ValueError, r"`--validation_split_percentage` must be in \[0, 100\), got 150"),
+    ("output-dir", "an --output_dir that holds a model",
+     lambda t: (saved_tiny_classifier(t).rename(t / "out"), classifier_run(t)),
+     ValueError, r"already holds a model \(config.json, model.safetensors\); choose another folder, or pass "
+                 r"`--overwrite_output_dir`"),
+    ("resume", "--resume_from_checkpoint true with no checkpoint",
+     lambda t: classifier_run(t, "--resume_from_checkpoint", "true"),
+     ValueError, r"`--resume_from_checkpoint`='true': `--output_dir` .* holds no complete checkpoint"),
+    ("tokenizer", "--tokenizer words", lambda t: lm_run(t, "--model_type", "gpt2", "--tokenizer", "words"),
+     ValueError, r"`--tokenizer`='words' is not supported; accepted: bpe, char"),
+    ("early-stopping", "--early_stopping_patience without evaluations",
+     lambda t: lm_run(t, "--model_type", "gpt2", "--early_stopping_patience", "2"),
+     ValueError, r"`--early_stopping_patience`=2 needs evaluations and the best model kept"),
+    ("block-size", "--block_size above the model's positions",
+     lambda t: lm_run(t, "--model_type", "gpt2", "--tokenizer", "char", "--config_overrides",
+                      "n_layer=1,n_embd=32,n_head=4,n_positions=16", "--block_size", "32"),
+     ValueError, r"`--block_size`=32 exceeds the model's 16 positions"),
+    # Search
+    ("search-parameter", "a search space with an unknown parameter",
+     lambda t: search_run(t, space={"gaam_heads": [1, 2]}),
+     ValueError, r"search space parameters \['gaam_heads'\] are neither `TrainingArguments` fields nor fields"),
+    ("search-sampler", "sampler: bayes", lambda t: search_run(t, sampler="bayes"),
+     ValueError, r"`sampler`='bayes' is not known; accepted: grid, random, tpe"),
+    ("search-grid-range", "a grid over a range", lambda t: search_run(t, space={"learning_rate": {"low": 1, "high": 2}}),
+     ValueError, r"a grid needs a list of values for every parameter"),
+]
+
+
+@pytest.mark.parametrize("case, mistake, call, error, message", CASES, ids=[case[0] for case in CASES])
+def test_mistake_gets_a_clear_error(case, mistake, call, error, message, tmp_path):
+    with pytest.raises(error, match=message):
+        call(tmp_path)
+    assert not (tmp_path / "out" / "trainer_state.json").exists()
+
+
+def test_every_case_is_a_row_of_the_documented_table():
+    table = (ROOT / "docs" / "errors.md").read_text()
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(documented) == sorted(case[0] for case in CASES)
