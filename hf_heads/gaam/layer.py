@@ -250,7 +250,7 @@ class GaussianAdaptiveAttention(nn.Module):
         x_compute = x.to(compute_dtype)
         size = x.shape[axis]
 
-        if valid is None or valid.shape[axis] == 1:
+        if valid is None or axis >= attention_mask.dim():
             # Every row splits the axis the same way: fast contiguous blocks (the last head takes the rest).
             self._check_size(size, axis)
             weights = self._block_weights(x_compute, axis)
