@@ -24,6 +24,7 @@ from transformers.models.gpt2.modeling_gpt2 import (
 
 from .configuration_gaam_gpt2 import GaamGPT2Config
 from .gaam_layer import GaussianAdaptiveAttention
+from .readable_weights import ReadableWeightsMixin
 
 
 class GaamGate(nn.Module):
@@ -88,7 +89,7 @@ class GaamGPT2Block(GPT2Block):
         return residual + self.mlp(hidden_states)
 
 
-class GaamGPT2PreTrainedModel(GPT2PreTrainedModel):
+class GaamGPT2PreTrainedModel(ReadableWeightsMixin, GPT2PreTrainedModel):
     config_class = GaamGPT2Config
     config: GaamGPT2Config
     _no_split_modules = ["GaamGPT2Block"]
@@ -122,7 +123,21 @@ class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
         if self.config.gaam_norm_axis == "sequence":
             # GAAM over positions needs the (batch, seq) padding mask itself, not the 4-D causal mask.
             kwargs["gaam_attention_mask"] = _padding_mask(input_ids, kwargs.get("inputs_embeds"), attention_mask)
+        if kwargs.get("position_ids") is None:
+            kwargs["position_ids"] = _positions_from_mask(input_ids, kwargs.get("inputs_embeds"), attention_mask)
         return super().forward(input_ids, cache=cache, attention_mask=attention_mask, **kwargs)
+
+
+def _positions_from_mask(input_ids, inputs_embeds, attention_mask) -> torch.Tensor | None:
+    """
+    Positions counted over real tokens, so a left-padded text gets the positions it has alone (GPT-2 itself counts
+    padding, and a left-padded prediction then differs). Without padding or with right padding these are GPT-2's own
+    positions. Only when the mask covers exactly the given tokens (no cache offset to account for).
+    """
+    length = (input_ids if input_ids is not None else inputs_embeds[..., 0]).shape[1]
+    if attention_mask is None or attention_mask.dim() != 2 or attention_mask.shape[1] != length:
+        return None
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def _padding_mask(input_ids, inputs_embeds, attention_mask) -> torch.Tensor:

@@ -20,6 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 from .configuration_headed import HeadedConfig
 from .gaam_layer import GaussianAdaptiveAttention
 from .heads import AttentionHead, GaamLayersHead, pool_last, pool_mean
+from .readable_weights import ReadableWeightsMixin
 
 
 # What each head reads from the backbone, by the name of the `forward` argument (and cached dataset column) holding it.
@@ -32,7 +33,7 @@ HEAD_FEATURES = {
 TOKEN_HEAD_FEATURES = {head_type: "backbone_hidden_states" for head_type in ("attention", "last_token")}
 
 
-class HeadedPreTrainedModel(PreTrainedModel):
+class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
     config_class = HeadedConfig
     config: HeadedConfig
     base_model_prefix = "backbone"

@@ -1,0 +1,1 @@
+../readable_weights.py
