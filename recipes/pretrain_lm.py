@@ -34,53 +34,34 @@ from transformers import (
 import hf_heads
 from hf_heads.hub import plot_loss_curves, write_model_card
 from hf_heads.tokenization import TEXT8_ALPHABET, CharTokenizer, train_bpe_tokenizer
-from hf_heads.training.initialization import WEIGHT_INIT_SCHEMES, initialize_new_weights
+from hf_heads.training.initialization import initialize_new_weights
 from hf_heads.training.lm_data import hold_out_tail, load_text_corpus, normalize_to_alphabet, pack_into_blocks
 from hf_heads.training.recipe import (
+    RecipeModelArguments,
+    check_model_arguments,
     card_hyperparameters,
     first_batches,
     parse_overrides,
     parse_recipe_arguments,
-    refuse_existing_model,
-    resolve_resume_checkpoint,
     trainable_parameters_line,
 )
 
 
 MODEL_CLASSES = {"gpt2": GPT2LMHeadModel, "gaam_gpt2": hf_heads.GaamGPT2LMHeadModel}
-MODEL_TYPES = tuple(MODEL_CLASSES)
 TOKENIZERS = ("bpe", "char")
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A causal LM checkpoint to continue training (its tokenizer is kept)."}
-    )
-    model_type: str | None = field(
-        default=None, metadata={"help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."},
-    )
-    config_overrides: str | None = field(
-        default=None, metadata={"help": "Comma-separated config fields, e.g. n_layer=4,n_embd=256,gaam_num_heads=8"}
-    )
+class ModelArguments(RecipeModelArguments):
     tokenizer: str = field(default="bpe", metadata={"help": f"From scratch: {TOKENIZERS}."})
     tokenizer_vocab_size: int = field(default=8000, metadata={"help": "BPE vocabulary size."})
     char_alphabet: str = field(default=TEXT8_ALPHABET, metadata={"help": "Characters of the char tokenizer."})
-    weight_init: str = field(
-        default="default", metadata={"help": f"Initialisation of new weight matrices: {WEIGHT_INIT_SCHEMES}."}
-    )
-    early_stopping_patience: int = field(
-        default=0, metadata={"help": "Stop after this many evaluations without improvement of eval loss (0: off)."}
-    )
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement that counts."})
     sample_prompts: str | None = field(
         default=None, metadata={"help": "'|'-separated prompts for the sample generations (default: one from the data)."}
     )
     sample_max_new_tokens: int = field(default=20, metadata={"help": "Tokens generated per sample (0: no samples)."})
     sample_top_k: int = field(default=5, metadata={"help": "Alternatives shown per generated token."})
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an --output_dir that already holds a model."}
-    )
 
 
 @dataclass
@@ -102,19 +83,9 @@ def parse_arguments(argv=None):
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
     """Every mistake found here is reported before any data is read or model built."""
-    if model_args.model_name_or_path is None and model_args.model_type is None:
-        raise ValueError(
-            "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
-            "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
-        )
-    if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
-        raise ValueError(f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}.")
+    check_model_arguments(model_args, training_args)
     if model_args.tokenizer not in TOKENIZERS:
         raise ValueError(f"`--tokenizer`={model_args.tokenizer!r} is not supported; accepted: {', '.join(TOKENIZERS)}.")
-    if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
-        raise ValueError(
-            f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}."
-        )
     if data_args.block_size < 2:
         raise ValueError(f"`--block_size` must be at least 2, got {data_args.block_size}.")
     if (data_args.dataset_name is None) == (data_args.train_file is None):
@@ -129,12 +100,6 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
                 f"(got eval_strategy={training_args.eval_strategy.value!r}, "
                 f"load_best_model_at_end={training_args.load_best_model_at_end})."
             )
-    training_args.resume_from_checkpoint = resolve_resume_checkpoint(
-        training_args.resume_from_checkpoint, training_args.output_dir
-    )
-    refuse_existing_model(
-        training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
-    )
 
 
 def build_tokenizer(model_args, train_texts):

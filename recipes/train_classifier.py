@@ -36,35 +36,24 @@ from hf_heads.hub import plot_confusion_matrix, plot_loss_curves, write_model_ca
 from hf_heads.models.headed.configuration_headed import HEAD_TYPES
 from hf_heads.tokenization import train_bpe_tokenizer
 from hf_heads.training.data import load_text_classification, split_stratified
-from hf_heads.training.initialization import WEIGHT_INIT_SCHEMES, initialize_new_weights
+from hf_heads.training.initialization import initialize_new_weights
 from hf_heads.training.metrics import classification_metrics
 from hf_heads.training.recipe import (
+    RecipeModelArguments,
+    check_model_arguments,
     card_hyperparameters,
     first_batches,
     parse_overrides,
     parse_recipe_arguments,
-    refuse_existing_model,
-    resolve_resume_checkpoint,
     trainable_parameters_line,
 )
 
 
 MODEL_CLASSES = {"gpt2": GPT2ForSequenceClassification, "gaam_gpt2": hf_heads.GaamGPT2ForSequenceClassification}
-MODEL_TYPES = tuple(MODEL_CLASSES)
 
 
 @dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A checkpoint (Hub id or folder) to start from; or use --model_type."},
-    )
-    model_type: str | None = field(
-        default=None, metadata={"help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."},
-    )
-    config_overrides: str | None = field(
-        default=None,
-        metadata={"help": "Comma-separated config fields for a new model or head, e.g. n_layer=2,n_embd=128,gaam_num_heads=4"},
-    )
+class ModelArguments(RecipeModelArguments):
     head_type: str | None = field(
         default=None,
         metadata={"help": f"Put a `headed` head on the --model_name_or_path backbone: one of {HEAD_TYPES}."},
@@ -85,16 +74,6 @@ class ModelArguments:
     ignore_mismatched_sizes: bool = field(
         default=False,
         metadata={"help": "Re-initialise checkpoint weights whose shape differs (a head with another label count)."},
-    )
-    weight_init: str = field(
-        default="default",
-        metadata={"help": f"Initialisation of new weight matrices (not loaded from a checkpoint): {WEIGHT_INIT_SCHEMES}."},
-    )
-    early_stopping_patience: int = field(
-        default=0, metadata={"help": "Stop after this many evaluations without improvement (0: off)."}
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an --output_dir that already holds a model."}
     )
 
 
@@ -125,13 +104,7 @@ def parse_arguments(argv=None):
 
 def check_arguments(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> None:
     """Every mistake found here is reported before any data is read or model built."""
-    if model_args.model_name_or_path is None and model_args.model_type is None:
-        raise ValueError(
-            "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
-            "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
-        )
-    if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
-        raise ValueError(f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}.")
+    check_model_arguments(model_args, training_args)
     if model_args.head_type is not None:
         if model_args.head_type not in HEAD_TYPES:
             raise ValueError(f"`--head_type`={model_args.head_type!r} is not supported; accepted: {', '.join(HEAD_TYPES)}.")
@@ -147,10 +120,6 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         raise ValueError("`--cache_backbone_features` needs `--freeze_backbone` (a training backbone's features change).")
     if model_args.cache_backbone_features and model_args.lora_r:
         raise ValueError("`--cache_backbone_features` and `--lora_r` exclude each other: LoRA changes the backbone.")
-    if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
-        raise ValueError(
-            f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}."
-        )
     if model_args.lora_r < 0:
         raise ValueError(f"`--lora_r` must be 0 (off) or positive, got {model_args.lora_r}.")
     if not 0 <= data_args.validation_split_percentage < 100:
@@ -164,12 +133,6 @@ def check_arguments(model_args: ModelArguments, data_args: DataArguments, traini
         raise ValueError("Give either `--dataset_name` or `--train_file` (+ `--validation_file`/`--test_file`).")
     if has_files and data_args.train_file is None:
         raise ValueError("`--validation_file`/`--test_file` need a `--train_file`.")
-    training_args.resume_from_checkpoint = resolve_resume_checkpoint(
-        training_args.resume_from_checkpoint, training_args.output_dir
-    )
-    refuse_existing_model(
-        training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
-    )
 
 
 def label_maps(names: list[str]) -> dict:

@@ -69,6 +69,26 @@ def load_local_files(files: dict[str, str]) -> DatasetDict:
         raise
 
 
+def load_source(dataset_name, dataset_config_name, data_files, embedded: dict) -> DatasetDict:
+    """
+    The splits of an embedded dataset (`embedded[name]()` gives its training split), a Hub dataset, or local
+    `data_files` {split: path}; exactly one source, and it must have a training split.
+    """
+    from datasets import load_dataset
+
+    if (dataset_name is None) == (not data_files):
+        raise ValueError("Give either `dataset_name` or data files (`train_file`, ...), not both and not neither.")
+    if dataset_name in embedded:
+        splits = DatasetDict({"train": embedded[dataset_name]()})
+    elif dataset_name is not None:
+        splits = load_dataset(dataset_name, dataset_config_name)
+    else:
+        splits = load_local_files(data_files)
+    if "train" not in splits:
+        raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
+    return splits
+
+
 def drop_unlabeled_splits(splits: DatasetDict, label_column: str) -> DatasetDict:
     """
     GLUE-style test splits carry the label -1 on every row (their labels are hidden): such a split is dropped, with a
@@ -108,18 +128,7 @@ def load_text_classification(
     ("bbc_news"), a Hub dataset (`dataset_name`, `dataset_config_name`), or local `data_files` {split: path}. A
     source without a test split gets a stratified 80/20 split of its training data (deterministic for `seed`).
     """
-    from datasets import load_dataset
-
-    if (dataset_name is None) == (not data_files):
-        raise ValueError("Give either `dataset_name` or data files (`train_file`, ...), not both and not neither.")
-    if dataset_name in EMBEDDED_DATASETS:
-        splits = DatasetDict({"train": EMBEDDED_DATASETS[dataset_name]()})
-    elif dataset_name is not None:
-        splits = load_dataset(dataset_name, dataset_config_name)
-    else:
-        splits = load_local_files(data_files)
-    if "train" not in splits:
-        raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
+    splits = load_source(dataset_name, dataset_config_name, data_files, EMBEDDED_DATASETS)
     for name, split in splits.items():
         missing = [column for column in (text_column, label_column) if column not in split.column_names]
         if missing:

@@ -4,7 +4,7 @@ import re
 
 from datasets import Dataset, DatasetDict
 
-from .data import load_bbc_news, load_local_files
+from .data import load_bbc_news, load_source
 
 
 def load_text_corpus(
@@ -21,18 +21,8 @@ def load_text_corpus(
     reads the articles a classifier made from it is tested on), a Hub dataset, or local `data_files` {split: path}
     (`.txt` files give one row per line, which suits text8's single line too).
     """
-    from datasets import load_dataset
-
-    if (dataset_name is None) == (not data_files):
-        raise ValueError("Give either `dataset_name` or data files (`train_file`, ...), not both and not neither.")
-    if dataset_name == "bbc_news":
-        splits = DatasetDict({"train": load_bbc_news(seed=seed)["train"]})
-    elif dataset_name is not None:
-        splits = load_dataset(dataset_name, dataset_config_name)
-    else:
-        splits = load_local_files(data_files)
-    if "train" not in splits:
-        raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
+    embedded = {"bbc_news": lambda: load_bbc_news(seed=seed)["train"]}
+    splits = load_source(dataset_name, dataset_config_name, data_files, embedded)
     kept = {}
     for name in ("train", "validation"):
         if name not in splits:

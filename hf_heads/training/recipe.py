@@ -2,12 +2,64 @@
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from .initialization import WEIGHT_INIT_SCHEMES
+
 
 SAVED_MODEL_FILES = ("config.json", "model.safetensors", "adapter_config.json")
+MODEL_TYPES = ("gpt2", "gaam_gpt2")
+
+
+@dataclass
+class RecipeModelArguments:
+    """The model arguments every recipe takes; each recipe's `ModelArguments` adds its own."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A checkpoint (Hub id or folder) to start from; or use --model_type."}
+    )
+    model_type: str | None = field(
+        default=None,
+        metadata={"help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated config fields, e.g. n_layer=2,n_embd=128,gaam_num_heads=4"},
+    )
+    weight_init: str = field(
+        default="default",
+        metadata={"help": f"Initialisation of new weight matrices (not loaded from a checkpoint): {WEIGHT_INIT_SCHEMES}."},
+    )
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "Stop after this many evaluations without improvement (0: off)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an --output_dir that already holds a model."}
+    )
+
+
+def check_model_arguments(model_args: RecipeModelArguments, training_args) -> None:
+    """The checks every recipe shares; run before any data is read. Resolves `--resume_from_checkpoint true`."""
+    if model_args.model_name_or_path is None and model_args.model_type is None:
+        raise ValueError(
+            "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
+            "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
+        )
+    if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
+        raise ValueError(f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}.")
+    if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
+        raise ValueError(
+            f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}."
+        )
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
+    refuse_existing_model(
+        training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
+    )
 
 
 def parse_recipe_arguments(dataclass_types, argv=None):
