@@ -43,6 +43,11 @@ class RecipeModelArguments:
 
 def check_model_arguments(model_args: RecipeModelArguments, training_args) -> None:
     """The checks every recipe shares; run before any data is read. Resolves `--resume_from_checkpoint true`."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        # Found now rather than when the output folder is written, after training.
+        raise ImportError("The recipes draw loss curves and heatmaps with matplotlib: `pip install hf-heads[plots]`.")
     if model_args.model_name_or_path is None and model_args.model_type is None:
         raise ValueError(
             "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
