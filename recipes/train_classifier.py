@@ -15,8 +15,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix
 from transformers import (
     AutoConfig,

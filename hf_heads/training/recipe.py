@@ -2,7 +2,7 @@
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
@@ -129,8 +129,6 @@ def trainable_parameters_line(model, training_args) -> str:
 
 def card_hyperparameters(training_args, *argument_dataclasses) -> dict:
     """The arguments a reader of the model card needs: what was set, plus the main `TrainingArguments`."""
-    from dataclasses import asdict
-
     chosen = {}
     for arguments in argument_dataclasses:
         chosen.update({key: value for key, value in asdict(arguments).items() if value not in (None, False)})
