@@ -1,99 +1,147 @@
-"""Training-step cost of GAAM-GPT2 against `transformers`' GPT-2 of the same size and weights (CPU).
+"""Training-step cost of GAAM-GPT2 "augment" against `transformers`' GPT-2 with the same weights (CPU).
 
-A causal-LM training step (forward with labels, backward, AdamW update) of GPT-2, of GAAM-GPT2 with GAAM
-"augment" in every block (H=4, G=5, features axis) and of GAAM-GPT2 with GAAM "replace" in every block, at GPT-2-small
-shapes and at a tiny shape. Times are medians over repeats taken in turns within one run; overhead is relative to
-GPT-2. Peak memory is what one step adds to the resident set, each model in its own fresh process.
+A training step (forward with labels, backward, AdamW update) of GPT-2 and of GAAM-GPT2 with GAAM "augment" in every
+block (H=4, G=5, gate open), for the causal LM (features axis) and the sequence classifier (features and sequence
+axes; per-batch padding, so the padding-aware path runs), at a 4×256 shape and at GPT-2-small shapes. The two models
+are stepped in turns; the figure is the median of the per-turn ratios GAAM-GPT2 / GPT-2 with a distribution-free 95%
+interval, so drift of a shared machine hits both alike. "replace" (GAAM instead of attention) is a different,
+attention-free model and is timed once per shape for reference.
 """
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import in_fresh_process, interleaved_median_seconds, peak_memory_mib, write_result  # noqa: E402
+from _common import write_result  # noqa: E402
 
 
 SHAPES = {
+    "4×256, batch 8×128": dict(config=dict(n_layer=4, n_embd=256, n_head=8, vocab_size=5000), batch=(8, 128)),
     "GPT-2 small (12×768, vocab 50257), batch 2×256": dict(
-        config=dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024), batch=(2, 256)
+        config=dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257), batch=(2, 256)
     ),
-    "tiny (2×128, vocab 1000), batch 8×128": dict(
-        config=dict(n_layer=2, n_embd=128, n_head=4, vocab_size=1000, n_positions=256), batch=(8, 128)
-    ),
-    "quick (2×32, vocab 100), batch 2×16": dict(
-        config=dict(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64), batch=(2, 16)
-    ),
+    "quick (2×32), batch 2×16": dict(config=dict(n_layer=2, n_embd=32, n_head=4, vocab_size=100), batch=(2, 16)),
 }
-KINDS = ("gpt2", "augment", "replace")
+TASKS = {
+    "causal LM, features axis": ("lm", "features"),
+    "sequence classification, features axis": ("classification", "features"),
+    "sequence classification, sequence axis": ("classification", "sequence"),
+}
 
 
-def build(kind: str, shape: str):
-    """The model and a step closure; GAAM-GPT2 gets GPT-2's weights (its own GAAM parameters are new)."""
+def batch_for(shape: str, task: str):
+    settings = SHAPES[shape]
+    batch, length = settings["batch"]
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1, settings["config"]["vocab_size"], (batch, length), generator=generator)
+    attention_mask = torch.ones(batch, length, dtype=torch.long)
+    attention_mask[::2, length // 2 :] = 0  # per-batch padding: half the rows are half as long
+    labels = input_ids if task == "lm" else torch.randint(0, 4, (batch,), generator=generator)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+
+def build(kind: str, shape: str, task: str, axis: str):
+    """A step closure for GPT-2 or for GAAM-GPT2 with GPT-2's weights (only GAAM's parameters are new)."""
     import hf_heads
 
     settings = SHAPES[shape]
+    common = dict(**settings["config"], n_positions=1024, pad_token_id=0, attn_implementation="sdpa")
+    if task == "classification":
+        common["num_labels"] = 4
     torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(GPT2Config(**settings["config"], attn_implementation="sdpa"))
+    gpt2_class = GPT2LMHeadModel if task == "lm" else GPT2ForSequenceClassification
+    gpt2 = gpt2_class(GPT2Config(**common))
     if kind == "gpt2":
         model = gpt2
     else:
+        gaam_class = hf_heads.GaamGPT2LMHeadModel if task == "lm" else hf_heads.GaamGPT2ForSequenceClassification
         config = hf_heads.GaamGPT2Config(
-            **settings["config"], gaam_placement=kind, gaam_num_heads=4, gaam_num_gaussians=5, attn_implementation="sdpa"
+            **common, gaam_placement=kind, gaam_num_heads=4, gaam_num_gaussians=5, gaam_norm_axis=axis
         )
-        model = hf_heads.GaamGPT2LMHeadModel(config)
+        model = gaam_class(config)
         model.load_state_dict(gpt2.state_dict(), strict=False)
+        for module in model.modules():
+            if type(module).__name__ == "GaamGate":  # open, so GAAM's backward runs as in a trained model
+                torch.nn.init.constant_(module.weight, 1.0)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch, length = settings["batch"]
-    input_ids = torch.randint(0, settings["config"]["vocab_size"], (batch, length), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    inputs = batch_for(shape, task)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        model(input_ids=input_ids, labels=input_ids).loss.backward()
+        model(**inputs).loss.backward()
         optimizer.step()
 
     return step
 
 
-def measure_peak_memory(kind: str, shape: str) -> float:
-    step = build(kind, shape)
-    step()  # warm-up: optimizer state and one-time allocations are not the step's
-    return peak_memory_mib(step)
+def per_turn_ratios(baseline, candidate, turns: int) -> tuple[list[float], float, float]:
+    baseline(), candidate()  # warm-up: optimizer state and one-time allocations
+    ratios, baseline_times, candidate_times = [], [], []
+    for turn in range(turns):
+        # Alternate which runs first, so neither always follows the other's cache footprint.
+        order = (baseline, candidate) if turn % 2 == 0 else (candidate, baseline)
+        times = {}
+        for function in order:
+            start = time.perf_counter()
+            function()
+            times[function] = time.perf_counter() - start
+        baseline_times.append(times[baseline])
+        candidate_times.append(times[candidate])
+        ratios.append(times[candidate] / times[baseline])
+    return ratios, statistics.median(baseline_times), statistics.median(candidate_times)
+
+
+def median_with_interval(values: list[float]) -> tuple[float, float, float]:
+    """Median and a distribution-free 95% interval for it (binomial order statistics)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half_width = 1.96 * (n**0.5) / 2
+    low = max(int(n / 2 - half_width), 0)
+    high = min(int(n / 2 + half_width + 1), n - 1)
+    return statistics.median(ordered), ordered[low], ordered[high]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a tiny shape, one repeat (to keep the script working)")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a tiny shape, 3 turns (to keep the script working)")
+    parser.add_argument("--turns", type=int, default=9, help="interleaved turns per comparison (default 9)")
+    parser.add_argument("--shapes", nargs="*", default=None, help="a subset of the shape names")
     parser.add_argument("--results-dir", type=Path, default=None)
     options = parser.parse_args()
-    shapes = [name for name in SHAPES if name.startswith("quick")] if options.quick else [
-        name for name in SHAPES if not name.startswith("quick")
-    ]
-    repeats = 1 if options.quick else options.repeats
+    if options.quick:
+        shapes, turns = ["quick (2×32), batch 2×16"], 3
+    else:
+        shapes, turns = options.shapes or [name for name in SHAPES if not name.startswith("quick")], options.turns
 
     lines = [
-        f"Causal-LM training step (forward + backward + AdamW), float32, CPU; median of {repeats} turns after one "
-        "warm-up. GAAM: H=4, G=5, features axis, every block.\n",
-        "| shape | model | step ms | overhead vs GPT-2 | peak MiB |",
-        "|---|---|---|---|---|",
+        f"Training step (forward, backward, AdamW), float32, CPU, {torch.get_num_threads()} threads; {turns} turns per "
+        "comparison, GPT-2 and GAAM-GPT2 alternating. GAAM \"augment\", H=4, G=5, every block, gate open. Ratio = "
+        "GAAM-GPT2 / GPT-2 per turn: median and 95% interval.\n",
+        "| shape | task | GPT-2 ms | GAAM-GPT2 ms | ratio (median) | 95% interval |",
+        "|---|---|---|---|---|---|",
     ]
     for shape in shapes:
-        seconds = interleaved_median_seconds({kind: build(kind, shape) for kind in KINDS}, repeats)
-        for kind in KINDS:
-            memory = in_fresh_process("gaam_gpt2_step", "measure_peak_memory", kind, shape)
-            name = {"gpt2": "GPT-2 (transformers)", "augment": "GAAM-GPT2 augment", "replace": "GAAM-GPT2 replace"}[kind]
-            overhead = "baseline" if kind == "gpt2" else f"{seconds[kind] / seconds['gpt2'] - 1:+.1%}"
-            lines.append(f"| {shape} | {name} | {seconds[kind] * 1e3:.0f} | {overhead} | {memory:.0f} |")
+        for task_name, (task, axis) in TASKS.items():
+            ratios, gpt2_seconds, gaam_seconds = per_turn_ratios(
+                build("gpt2", shape, task, axis), build("augment", shape, task, axis), turns
+            )
+            median, low, high = median_with_interval(ratios)
+            lines.append(
+                f"| {shape} | {task_name} | {gpt2_seconds * 1e3:.0f} | {gaam_seconds * 1e3:.0f} | {median:.3f} | "
+                f"[{low:.3f}, {high:.3f}] |"
+            )
             print(lines[-1], flush=True)
     lines.append(
-        "\n\"replace\" removes each block's attention, so it is cheaper than GPT-2 (and a different model): its row "
-        "shows what GAAM costs in place of attention, not an overhead."
+        "\nThe 95% interval is that of the median of the per-turn ratios (order statistics of a binomial(n, 1/2)); "
+        "the target is a median within 1.05 with the interval's upper end at most 1.08."
     )
     path = write_result("gaam_gpt2_step", "\n".join(lines) + "\n", options.results_dir)
     print(path.read_text())

@@ -1,5 +1,6 @@
 """Benchmark scripts run in `--quick` mode so they cannot rot. No timing is asserted."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,14 @@ def test_quality_runs_every_row_quick(tmp_path):
     result = run_quick(tmp_path, "quality.py", [])
     for approach in ("TF-IDF", "from scratch", "demo pipeline", "linear probe", "LoRA"):
         assert approach in result
+
+
+def test_gpu_check_skips_cleanly_without_cuda(tmp_path):
+    # CI never has a GPU: the check must say so, exit 0 and write no results file (a stale gpu.md would mislead).
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no CUDA device" in result.stdout
+    assert not list(tmp_path.iterdir())
