@@ -1,5 +1,9 @@
 """GAAM-GPT2: GPT-2 with Gaussian Adaptive Attention in its blocks, with every task head GPT-2 has.
 
+Each class subclasses its GPT-2 counterpart and overrides only what GAAM changes: the block, the base model's inputs
+to GAAM (padding mask, positions), the sequence classifier's pooling. GPT-2's constructors, output recording
+(`output_attentions`, `output_hidden_states`), `return_dict` handling, caches and generation are inherited.
+
 Parameter names are GPT-2's (`transformer.h.N.attn...`, `lm_head`, `score`, `classifier`, `qa_outputs`), so any GPT-2
 checkpoint loads here; GAAM adds `transformer.h.N.gaam.{mean_offsets,c}` and, in "augment" mode,
 `transformer.h.N.gaam_gate.weight`. This file imports only torch, transformers and files beside it, so a folder saved for
@@ -12,15 +16,19 @@ import torch
 from torch import nn
 from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import initialization as init
+from transformers.cache_utils import Cache, DummyLayer, DynamicCache
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 from transformers.models.gpt2.modeling_gpt2 import (
     GPT2Block,
     GPT2ForQuestionAnswering,
+    GPT2ForSequenceClassification,
     GPT2ForTokenClassification,
     GPT2LMHeadModel,
     GPT2Model,
     GPT2PreTrainedModel,
 )
+from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gaam_gpt2 import GaamGPT2Config
 from .gaam_layer import GaussianAdaptiveAttention
@@ -89,11 +97,37 @@ class GaamGPT2Block(GPT2Block):
         return residual + self.mlp(hidden_states)
 
 
+def _check_gaam_shapes(config: GaamGPT2Config) -> None:
+    """
+    Checks of GAAM fields against the model's sizes, made where a model is built: a config may hold placeholder sizes
+    (`n_embd=0`, as `GPT2Config` allows) that are only filled in before a model is made from it.
+    """
+    if config.gaam_layers is not None:
+        outside = [index for index in config.gaam_layers if not 0 <= index < config.n_layer]
+        if outside or len(set(config.gaam_layers)) != len(config.gaam_layers):
+            raise ValueError(
+                f"`gaam_layers`={config.gaam_layers!r} must list distinct block indices in [0, {config.n_layer - 1}] "
+                f"(n_layer={config.n_layer}), or be None for every block."
+            )
+    if config.gaam_norm_axis == "features" and config.n_embd // config.gaam_num_heads < 2:
+        raise ValueError(
+            f"`gaam_num_heads`={config.gaam_num_heads} splits n_embd={config.n_embd} features into chunks of "
+            f"{config.n_embd // config.gaam_num_heads}; each GAAM head needs at least 2, so use at most "
+            f"{max(config.n_embd // 2, 1)} heads."
+        )
+
+
 class GaamGPT2PreTrainedModel(ReadableWeightsMixin, GPT2PreTrainedModel):
+    """
+    GPT-2's base class with GAAM's initialisation. Everything else is GPT-2's: `_can_record_outputs` records every
+    block's hidden states and the attention weights of every block that keeps self-attention ("replace" blocks have
+    none), and the attention backends, gradient checkpointing and cache support are GPT-2's.
+    """
+
     config_class = GaamGPT2Config
     config: GaamGPT2Config
+    # Device maps and FSDP wrap whole blocks: GAAM's branch reads the attention output of its own block.
     _no_split_modules = ["GaamGPT2Block"]
-    _can_record_outputs = {"hidden_states": GaamGPT2Block}
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -102,30 +136,79 @@ class GaamGPT2PreTrainedModel(ReadableWeightsMixin, GPT2PreTrainedModel):
             # Unit-width Gaussians, perturbed so that a head's Gaussians do not stay identical during training.
             init.normal_(module.c, mean=1.0, std=0.1)
         if isinstance(module, GaamGate):
-            init.zeros_(module.weight)
+            init.constant_(module.weight, self.config.gaam_gate_init)
 
 
 class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
     def __init__(self, config: GaamGPT2Config):
-        # GPT2Model.__init__ would build plain GPT-2 blocks; this is the same body with GAAM-GPT2 blocks.
-        GaamGPT2PreTrainedModel.__init__(self, config)
-        self.embed_dim = config.hidden_size
-        self.wte = nn.Embedding(config.vocab_size, self.embed_dim)
-        self.wpe = nn.Embedding(config.max_position_embeddings, self.embed_dim)
-        self.drop = nn.Dropout(config.embd_pdrop)
+        _check_gaam_shapes(config)
+        super().__init__(config)
+        # GPT2Model.__init__ built GPT-2 blocks; GAAM-GPT2 blocks take their place (GPT-2's parameter names, plus GAAM's).
         self.h = nn.ModuleList([GaamGPT2Block(config, layer_idx=i) for i in range(config.num_hidden_layers)])
-        self.ln_f = nn.LayerNorm(self.embed_dim, eps=config.layer_norm_epsilon)
-        self.gradient_checkpointing = False
-        self._attn_implementation = config._attn_implementation
         self.post_init()
 
-    def forward(self, input_ids=None, cache=None, attention_mask=None, **kwargs):
+    @property
+    def attention_free(self) -> bool:
+        """True when GAAM replaces self-attention in every block: no attention weights and no key/value state."""
+        return not any(hasattr(block, "attn") for block in self.h)
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ):
+        if self.attention_free:
+            # Nothing to cache: a GAAM block reads each token alone (features axis) and keeps no state, so, like an
+            # encoder, the model ignores `use_cache` rather than return a cache of empty layers. Generation still
+            # works: `generate` passes the positions, and a token's output needs nothing from earlier steps.
+            use_cache, cache = False, None
+        elif self._uses_cache(use_cache):
+            cache = self._without_state_for_gaam_blocks(cache)
         if self.config.gaam_norm_axis == "sequence":
             # GAAM over positions needs the (batch, seq) padding mask itself, not the 4-D causal mask.
-            kwargs["gaam_attention_mask"] = _padding_mask(input_ids, kwargs.get("inputs_embeds"), attention_mask)
-        if kwargs.get("position_ids") is None:
-            kwargs["position_ids"] = _positions_from_mask(input_ids, kwargs.get("inputs_embeds"), attention_mask)
-        return super().forward(input_ids, cache=cache, attention_mask=attention_mask, **kwargs)
+            kwargs["gaam_attention_mask"] = _padding_mask(input_ids, inputs_embeds, attention_mask)
+        if position_ids is None:
+            position_ids = _positions_from_mask(input_ids, inputs_embeds, attention_mask)
+        return super().forward(
+            input_ids,
+            cache=cache,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+    def _uses_cache(self, use_cache: bool | None) -> bool:
+        return self.config.use_cache if use_cache is None else use_cache
+
+    def _without_state_for_gaam_blocks(self, cache: Cache | None) -> Cache:
+        """
+        The cache with transformers' `DummyLayer` (a layer without attention keeps no key/value state) at each
+        "replace" block, so the cache's length and the attention masks come from the blocks that attend.
+        """
+        stateless = [i for i, block in enumerate(self.h) if not hasattr(block, "attn")]
+        if not stateless:
+            return cache
+        if cache is None:
+            cache = DynamicCache(config=self.config)
+        if len(cache.layers) == len(self.h):
+            for index in stateless:
+                if not isinstance(cache.layers[index], DummyLayer) and cache.layers[index].get_seq_length() == 0:
+                    cache.layers[index] = DummyLayer()
+        return cache
 
 
 def _positions_from_mask(input_ids, inputs_embeds, attention_mask) -> torch.Tensor | None:
@@ -156,24 +239,21 @@ def _refuse_sequence_axis_for_causal_lm(config: GaamGPT2Config) -> None:
 
 
 class GaamGPT2LMHeadModel(GaamGPT2PreTrainedModel, GPT2LMHeadModel):
-    _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
-
     def __init__(self, config: GaamGPT2Config):
         _refuse_sequence_axis_for_causal_lm(config)
-        GaamGPT2PreTrainedModel.__init__(self, config)
+        super().__init__(config)
+        # GPT2LMHeadModel.__init__ built a GPT-2 base model; GAAM-GPT2's takes its place, and `post_init` ties
+        # `lm_head` to its embeddings.
         self.transformer = GaamGPT2Model(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
 
 
-class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel):
+class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequenceClassification):
     """GAAM-GPT2 with a linear `score` head on the last real token (`"last"`) or the mean of real tokens (`"mean"`)."""
 
     def __init__(self, config: GaamGPT2Config):
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.transformer = GaamGPT2Model(config)
-        self.score = nn.Linear(config.n_embd, self.num_labels, bias=False)
         if config.gaam_placement == "replace" and config.gaam_layers is None and config.classifier_pooling == "last":
             warnings.warn(
                 "gaam_placement='replace' on every block moves no content between tokens, so with "
@@ -182,10 +262,14 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel):
             )
         self.post_init()
 
+    # GPT-2's forward pools the last non-pad token found from `input_ids`; this one reads the padding from
+    # `attention_mask` (left and right padding alike) and can average real tokens.
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        cache=None,
+        cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
@@ -253,21 +337,15 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel):
 
 class GaamGPT2ForTokenClassification(GaamGPT2PreTrainedModel, GPT2ForTokenClassification):
     def __init__(self, config: GaamGPT2Config):
-        GaamGPT2PreTrainedModel.__init__(self, config)
-        self.num_labels = config.num_labels
+        super().__init__(config)
         self.transformer = GaamGPT2Model(config)
-        dropout = getattr(config, "classifier_dropout", None)
-        self.dropout = nn.Dropout(0.1 if dropout is None else dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
 
 class GaamGPT2ForQuestionAnswering(GaamGPT2PreTrainedModel, GPT2ForQuestionAnswering):
     def __init__(self, config: GaamGPT2Config):
-        GaamGPT2PreTrainedModel.__init__(self, config)
-        self.num_labels = config.num_labels
+        super().__init__(config)
         self.transformer = GaamGPT2Model(config)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
 
