@@ -1,8 +1,10 @@
 """GAAM-GPT2: GPT-2 with Gaussian Adaptive Attention in its blocks, with every task head GPT-2 has.
 
 Each class subclasses its GPT-2 counterpart and overrides only what GAAM changes: the block, the base model's inputs
-to GAAM (padding mask, positions), the sequence classifier's pooling. GPT-2's constructors, output recording
-(`output_attentions`, `output_hidden_states`), `return_dict` handling, caches and generation are inherited.
+to GAAM (padding mask, positions), the cache of blocks without attention, the sequence classifier's pooling. GPT-2's
+constructors run unchanged and GAAM's parts take the place of GPT-2's in `post_init`, which those constructors call
+last. Output recording (`output_attentions`, `output_hidden_states`), `return_dict` handling, attention backends,
+gradient checkpointing, weight tying and generation are GPT-2's.
 
 Parameter names are GPT-2's (`transformer.h.N.attn...`, `lm_head`, `score`, `classifier`, `qa_outputs`), so any GPT-2
 checkpoint loads here; GAAM adds `transformer.h.N.gaam.{mean_offsets,c}` and, in "augment" mode,
@@ -27,12 +29,15 @@ from transformers.models.gpt2.modeling_gpt2 import (
     GPT2Model,
     GPT2PreTrainedModel,
 )
-from transformers.utils import can_return_tuple
+from transformers.utils import can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gaam_gpt2 import GaamGPT2Config
 from .gaam_layer import GaussianAdaptiveAttention
 from .readable_weights import ReadableWeightsMixin
+
+
+logger = logging.get_logger(__name__)
 
 
 class GaamGate(nn.Module):
@@ -138,14 +143,29 @@ class GaamGPT2PreTrainedModel(ReadableWeightsMixin, GPT2PreTrainedModel):
         if isinstance(module, GaamGate):
             init.constant_(module.weight, self.config.gaam_gate_init)
 
+    def post_init(self):
+        # GPT-2's task-model constructors build a GPT-2 base model and call `post_init` last: GAAM-GPT2's base model
+        # takes its place here, before weights are initialised and tied, so the constructors stay GPT-2's own.
+        if type(getattr(self, "transformer", None)) is GPT2Model:
+            gpt2 = self.transformer
+            self.transformer = GaamGPT2Model(self.config)
+            if gpt2.is_activation_checkpointing:
+                # GPT-2's `post_init` consumed a legacy `config.gradient_checkpointing=True` on the model replaced.
+                self.transformer.activation_checkpointing_enable()
+        super().post_init()
+
 
 class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
     def __init__(self, config: GaamGPT2Config):
         _check_gaam_shapes(config)
         super().__init__(config)
-        # GPT2Model.__init__ built GPT-2 blocks; GAAM-GPT2 blocks take their place (GPT-2's parameter names, plus GAAM's).
-        self.h = nn.ModuleList([GaamGPT2Block(config, layer_idx=i) for i in range(config.num_hidden_layers)])
-        self.post_init()
+
+    def post_init(self):
+        # GPT2Model.__init__ builds GPT-2 blocks and calls `post_init` last: GAAM-GPT2 blocks (GPT-2's parameter names,
+        # plus GAAM's) take their place before weights are initialised.
+        if any(type(block) is GPT2Block for block in self.h):
+            self.h = nn.ModuleList([GaamGPT2Block(self.config, layer_idx=i) for i in range(len(self.h))])
+        super().post_init()
 
     @property
     def attention_free(self) -> bool:
@@ -242,10 +262,6 @@ class GaamGPT2LMHeadModel(GaamGPT2PreTrainedModel, GPT2LMHeadModel):
     def __init__(self, config: GaamGPT2Config):
         _refuse_sequence_axis_for_causal_lm(config)
         super().__init__(config)
-        # GPT2LMHeadModel.__init__ built a GPT-2 base model; GAAM-GPT2's takes its place, and `post_init` ties
-        # `lm_head` to its embeddings.
-        self.transformer = GaamGPT2Model(config)
-        self.post_init()
 
 
 class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequenceClassification):
@@ -253,14 +269,12 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequence
 
     def __init__(self, config: GaamGPT2Config):
         super().__init__(config)
-        self.transformer = GaamGPT2Model(config)
         if config.gaam_placement == "replace" and config.gaam_layers is None and config.classifier_pooling == "last":
             warnings.warn(
                 "gaam_placement='replace' on every block moves no content between tokens, so with "
                 "classifier_pooling='last' the prediction sees only the last token. Use classifier_pooling='mean'.",
                 stacklevel=2,
             )
-        self.post_init()
 
     # GPT-2's forward pools the last non-pad token found from `input_ids`; this one reads the padding from
     # `attention_mask` (left and right padding alike) and can average real tokens.
@@ -306,9 +320,15 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequence
         elif input_ids is not None and self.config.pad_token_id is not None:
             real = input_ids.to(hidden_states.device) != self.config.pad_token_id
         else:
-            if batch_size != 1 and self.config.classifier_pooling == "last":
+            if input_ids is not None and batch_size != 1 and self.config.classifier_pooling == "last":
                 raise ValueError(
                     "Cannot find the last token of each row: pass `attention_mask`, or set `config.pad_token_id`."
+                )
+            if input_ids is None:
+                # GPT-2's rule: embeddings show no padding, so every position counts.
+                logger.warning_once(
+                    f"{self.__class__.__name__} cannot see padding in `inputs_embeds`: pass `attention_mask` if the "
+                    "rows are padded."
                 )
             real = torch.ones(batch_size, sequence_length, dtype=torch.bool, device=hidden_states.device)
         if self.config.classifier_pooling == "mean":
@@ -336,17 +356,11 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequence
 
 
 class GaamGPT2ForTokenClassification(GaamGPT2PreTrainedModel, GPT2ForTokenClassification):
-    def __init__(self, config: GaamGPT2Config):
-        super().__init__(config)
-        self.transformer = GaamGPT2Model(config)
-        self.post_init()
+    pass
 
 
 class GaamGPT2ForQuestionAnswering(GaamGPT2PreTrainedModel, GPT2ForQuestionAnswering):
-    def __init__(self, config: GaamGPT2Config):
-        super().__init__(config)
-        self.transformer = GaamGPT2Model(config)
-        self.post_init()
+    pass
 
 
 __all__ = [

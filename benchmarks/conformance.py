@@ -1,0 +1,264 @@
+"""Does GAAM-GPT2 keep transformers' model contract? Measured with transformers' own tests.
+
+Runs transformers' GPT-2 test class (`GPT2ModelTest`: `ModelTesterMixin`, the causal-LM tester, GPT-2's tester) three
+times in one pytest session: on GPT-2 itself, and with the GAAM-GPT2 classes swapped into GPT-2's tester in "augment"
+and in "replace" mode (every block), GAAM's gates opened with `gaam_gate_init` so that GAAM is active, and the
+GAAM-GPT2 class names added to the suite's model-name tables (which decide, e.g., which inputs get labels). Writes
+`results/conformance.md`: the totals of each run and every test whose outcome differs from GPT-2's, with the reason.
+
+transformers' test files are not part of this repository. Pass a folder holding them: a checkout of the installed
+release (`tests/` and `src/` side by side), or the closest copies to be had, laid out the same way:
+
+    python benchmarks/conformance.py --transformers-tests ~/src/transformers
+
+Not part of the default test run (it needs that folder, and takes minutes).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import xml.etree.ElementTree as ElementTree
+from collections import Counter
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result  # noqa: E402
+
+
+REPO = Path(__file__).resolve().parents[1]
+GPT2_TESTS = Path("tests/models/gpt2/test_modeling_gpt2.py")
+RUNS = {"TestGPT2": "GPT-2", "TestGaamGPT2Augment": "GAAM-GPT2 augment", "TestGaamGPT2Replace": "GAAM-GPT2 replace"}
+GATE_INIT = 0.5
+
+# The module pytest runs: transformers' GPT-2 test class, once per model family. Kept as text because it must be
+# imported with the transformers checkout on the path, in a process of its own.
+TEST_MODULE = textwrap.dedent(
+    f"""
+    import hf_heads  # registers the GAAM-GPT2 classes with the Auto classes
+    from hf_heads import (
+        GaamGPT2Config,
+        GaamGPT2ForQuestionAnswering,
+        GaamGPT2ForSequenceClassification,
+        GaamGPT2ForTokenClassification,
+        GaamGPT2LMHeadModel,
+        GaamGPT2Model,
+    )
+    from transformers.models.auto import modeling_auto
+
+    from tests.models.gpt2 import test_modeling_gpt2 as gpt2
+
+
+    # The suite reads these name tables (not the Auto classes) to decide, e.g., which classes get labels.
+    for table, name in [
+        (modeling_auto.MODEL_MAPPING_NAMES, "GaamGPT2Model"),
+        (modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, "GaamGPT2LMHeadModel"),
+        (modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES, "GaamGPT2ForSequenceClassification"),
+        (modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES, "GaamGPT2ForTokenClassification"),
+        (modeling_auto.MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES, "GaamGPT2ForQuestionAnswering"),
+    ]:
+        table.setdefault("gaam_gpt2", name)
+
+
+    class GaamGPT2Tester(gpt2.GPT2ModelTester):
+        config_class = GaamGPT2Config
+        base_model_class = GaamGPT2Model
+        causal_lm_class = GaamGPT2LMHeadModel
+        sequence_classification_class = GaamGPT2ForSequenceClassification
+        token_classification_class = GaamGPT2ForTokenClassification
+        question_answering_class = GaamGPT2ForQuestionAnswering
+        # The tester passes its attributes named like config fields to the config.
+        gaam_gate_init = {GATE_INIT!r}
+
+
+    class AugmentTester(GaamGPT2Tester):
+        gaam_placement = "augment"
+
+
+    class ReplaceTester(GaamGPT2Tester):
+        gaam_placement = "replace"
+
+
+    PIPELINES = {{
+        "feature-extraction": GaamGPT2Model,
+        "question-answering": GaamGPT2ForQuestionAnswering,
+        "text-classification": GaamGPT2ForSequenceClassification,
+        "text-generation": GaamGPT2LMHeadModel,
+        "token-classification": GaamGPT2ForTokenClassification,
+        "zero-shot": GaamGPT2ForSequenceClassification,
+    }}
+
+
+    class TestGPT2(gpt2.GPT2ModelTest):
+        pass
+
+
+    class TestGaamGPT2Augment(gpt2.GPT2ModelTest):
+        model_tester_class = AugmentTester
+        pipeline_model_mapping = PIPELINES
+
+
+    class TestGaamGPT2Replace(gpt2.GPT2ModelTest):
+        model_tester_class = ReplaceTester
+        pipeline_model_mapping = PIPELINES
+        # No block keeps self-attention: transformers' declaration for attention-free models (Mamba, ConvNeXt, ...).
+        has_attentions = False
+    """
+)
+
+# Why a GAAM-GPT2 outcome differs from GPT-2's where the suite's own message does not say it.
+EXPLAINED = {
+    "replace": (
+        "\"replace\" keeps no self-attention (`has_attentions = False`, as transformers declares for attention-free "
+        "models): no attention weights to return or to compare"
+    ),
+}
+
+
+def checkout_root(folder: Path) -> Path:
+    """The folder holding `tests/` (accepts that folder or `tests/` itself); a clear error if it is neither."""
+    for root in (folder, folder.parent):
+        if (root / GPT2_TESTS).is_file():
+            missing = [path for path in ("src/transformers", "tests/utils/tiny_model_summary.json")
+                       if not (root / path).exists()]
+            if missing:
+                raise SystemExit(
+                    f"--transformers-tests {str(folder)!r}: found {GPT2_TESTS} but not {', '.join(missing)}; "
+                    "transformers' test mixins read them (a git checkout of transformers has both)."
+                )
+            return root
+    raise SystemExit(
+        f"--transformers-tests {str(folder)!r} holds no {GPT2_TESTS}: pass a transformers checkout (the folder with "
+        "`tests/` and `src/`) of the installed release, or of the closest release to be had."
+    )
+
+
+def run_suite(root: Path, keyword: str | None, timeout: int) -> tuple[dict, str]:
+    """Run the three test classes in one pytest process; returns {run: {test: (outcome, reason)}} and pytest's tail."""
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        (scratch / "pytest.ini").write_text("[pytest]\n")  # none of this repository's pytest options
+        (scratch / "test_gaam_gpt2_conformance.py").write_text(TEST_MODULE)
+        report = scratch / "report.xml"
+        command = [
+            sys.executable, "-m", "pytest", str(scratch / "test_gaam_gpt2_conformance.py"), "-c", str(scratch / "pytest.ini"),
+            "-q", "-p", "no:cacheprovider", "-W", "ignore", f"--junitxml={report}",
+        ] + (["-k", keyword] if keyword else [])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)]), "HF_HUB_OFFLINE": "1"}
+        completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        if not report.exists():
+            raise SystemExit(f"pytest did not run the suite:\n{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}")
+        return parse_report(report), completed.stdout.strip().splitlines()[-1]
+
+
+def parse_report(report: Path) -> dict:
+    outcomes = {run: {} for run in RUNS}
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        run = case.get("classname", "").rsplit(".", 1)[-1]
+        if run not in outcomes:
+            continue
+        problems = [child for child in case if child.tag in ("failure", "error")]
+        skips = [child for child in case if child.tag == "skipped"]
+        if problems:
+            outcome, reasons = "failed", problems
+        elif skips:
+            outcome, reasons = "skipped", skips
+        else:
+            outcome, reasons = "passed", []
+        reason = "; ".join(dict.fromkeys(_first_line(child.get("message", "")) for child in reasons))
+        outcomes[run][case.get("name")] = (outcome, reason)
+    return outcomes
+
+
+def _first_line(message: str, limit: int = 220) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return (line[: limit - 3] + "...") if len(line) > limit else line
+
+
+def report_body(outcomes: dict, pytest_tail: str, root: Path) -> str:
+    gpt2 = outcomes["TestGPT2"]
+    lines = [
+        "transformers' GPT-2 test class run on GPT-2 and on the GAAM-GPT2 classes swapped into GPT-2's tester "
+        f"(GAAM in every block, gates opened: `gaam_gate_init={GATE_INIT}`), in one pytest session, "
+        f"from `{root}`.",
+        "",
+        "| run | tests | passed | failed | skipped |",
+        "|---|---|---|---|---|",
+    ]
+    for run, label in RUNS.items():
+        counts = Counter(outcome for outcome, _ in outcomes[run].values())
+        lines.append(
+            f"| {label} | {len(outcomes[run])} | {counts['passed']} | {counts['failed']} | {counts['skipped']} |"
+        )
+    augment_regressions = [
+        test for test, (outcome, _) in gpt2.items()
+        if outcome == "passed" and outcomes["TestGaamGPT2Augment"].get(test, ("missing", ""))[0] != "passed"
+    ]
+    lines += [
+        "",
+        f"pytest: {pytest_tail}",
+        "",
+        f"Tests that pass for GPT-2 and not for GAAM-GPT2 \"augment\": {len(augment_regressions)}"
+        + (f" ({', '.join(augment_regressions)})." if augment_regressions else "."),
+        "",
+        "## Outcomes that differ from GPT-2's",
+        "",
+        "| test | GPT-2 | augment | replace | why |",
+        "|---|---|---|---|---|",
+    ]
+    for test in sorted(gpt2):
+        row = {run: outcomes[run].get(test, ("missing", "")) for run in RUNS}
+        if row["TestGaamGPT2Augment"][0] == row["TestGPT2"][0] == row["TestGaamGPT2Replace"][0]:
+            continue
+        lines.append(
+            f"| `{test}` | {row['TestGPT2'][0]} | {row['TestGaamGPT2Augment'][0]} | {row['TestGaamGPT2Replace'][0]} "
+            f"| {_why(row)} |"
+        )
+    lines += [
+        "",
+        "## GPT-2's own failures (the same in every run unless listed above)",
+        "",
+        "| test | reason |",
+        "|---|---|",
+    ]
+    lines += [f"| `{test}` | {_escape(reason)} |" for test, (outcome, reason) in sorted(gpt2.items()) if outcome == "failed"]
+    return "\n".join(lines) + "\n"
+
+
+def _why(row: dict) -> str:
+    reasons = []
+    for run, label in (("TestGaamGPT2Augment", "augment"), ("TestGaamGPT2Replace", "replace")):
+        outcome, reason = row[run]
+        if outcome == row["TestGPT2"][0]:
+            continue
+        if run == "TestGaamGPT2Replace" and outcome == "skipped" and "attention" in reason.lower():
+            reason = EXPLAINED["replace"] + f" (suite: \"{reason}\")"
+        elif outcome == "passed" and row["TestGPT2"][0] == "failed":
+            reason = f"GPT-2 fails: {row['TestGPT2'][1]}"
+        reasons.append(f"{label}: {reason}")
+    return _escape(" / ".join(reasons))
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transformers-tests", type=Path, required=True,
+                        help="a transformers checkout (the folder holding tests/ and src/)")
+    parser.add_argument("-k", dest="keyword", help="pytest -k expression, to run part of the suite")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds for the whole pytest run")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    args = parser.parse_args()
+    root = checkout_root(args.transformers_tests.expanduser().resolve())
+    outcomes, pytest_tail = run_suite(root, args.keyword, args.timeout)
+    path = write_result("conformance", report_body(outcomes, pytest_tail, root), args.results_dir)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
