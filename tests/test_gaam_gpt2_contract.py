@@ -190,6 +190,23 @@ def test_generation_with_and_without_cache_equals_greedy_by_full_passes(placemen
         assert torch.equal(generated, expected), (placement, use_cache)
 
 
+@pytest.mark.parametrize("placement,attending", [("augment", 3), ("replace-block-0", 2), ("replace", 0)])
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_returns_attentions_per_step_and_never_an_empty_cache(placement, attending, use_cache):
+    model = build(GaamGPT2LMHeadModel, placement)
+    prompt = ids(length=4)
+    outputs = model.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, do_sample=False, use_cache=use_cache,
+        return_dict_in_generate=True, output_attentions=True, output_hidden_states=True,
+    )
+    assert [len(step) for step in outputs.attentions] == [attending] * 3
+    assert all(len(step) == TINY["n_layer"] + 1 for step in outputs.hidden_states)
+    if use_cache and attending:
+        assert outputs.cache.get_seq_length() == prompt.shape[1] + 2  # the last new token is never fed back
+    else:
+        assert outputs.cache is None
+
+
 @pytest.mark.parametrize("placement", ["augment", "replace-block-0"])
 def test_static_cache_generation_equals_dynamic(placement):
     model = build(GaamGPT2LMHeadModel, placement)

@@ -263,6 +263,13 @@ class GaamGPT2LMHeadModel(GaamGPT2PreTrainedModel, GPT2LMHeadModel):
         _refuse_sequence_axis_for_causal_lm(config)
         super().__init__(config)
 
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        if self.transformer.attention_free:
+            # No block keeps key/value state, so `generate` gets no cache to hand around (or to return, empty). Each
+            # step still reads only the new token: its output needs nothing from earlier steps but the positions.
+            return
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+
 
 class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequenceClassification):
     """GAAM-GPT2 with a linear `score` head on the last real token (`"last"`) or the mean of real tokens (`"mean"`)."""
