@@ -15,6 +15,7 @@ Not part of the default test run (it needs that folder, and takes minutes).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -123,6 +124,15 @@ EXPLAINED = {
     ),
 }
 # Summaries of the suite's parts, read from the mixins in the folder: a stub without tests means they did not run.
+SUITE_FILES = [
+    "tests/test_modeling_common.py",
+    "tests/causal_lm_tester.py",
+    "tests/models/gpt2/test_modeling_gpt2.py",
+    "tests/test_configuration_common.py",
+    "tests/test_pipeline_mixin.py",
+    "tests/generation/test_utils.py",
+    "tests/exporters/test_export.py",
+]
 PARTS = {
     "generation (`GenerationTesterMixin`)": "tests.generation.test_utils:GenerationTesterMixin",
     "export (`ExportTesterMixin`)": "tests.exporters.test_export:ExportTesterMixin",
@@ -201,7 +211,10 @@ def report_body(outcomes: dict, pytest_tail: str, root: Path, missing_parts: lis
     ]
     if missing_parts:
         lines += [
-            f"Not run: the {' and '.join(missing_parts)} tests (the mixins in that folder hold no tests).",
+            f"Not run: the {' and '.join(missing_parts)} tests (the mixins in that folder hold no tests). "
+            "This repository's `tests/test_gaam_gpt2_contract.py` checks GAAM-GPT2's generation in both placements "
+            "(greedy, with and without cache, and static cache against full forward passes; attentions per step; "
+            "no empty cache).",
             "",
         ]
     lines += [
@@ -237,6 +250,20 @@ def report_body(outcomes: dict, pytest_tail: str, root: Path, missing_parts: lis
             f"| `{test}` | {row['TestGPT2'][0]} | {row['TestGaamGPT2Augment'][0]} | {row['TestGaamGPT2Replace'][0]} "
             f"| {_why(test, row)} |"
         )
+    lines += [
+        "",
+        "## Test files (so that a rerun can tell whether it ran the same suite)",
+        "",
+        "| file | bytes | sha256 |",
+        "|---|---|---|",
+    ]
+    for name in SUITE_FILES:
+        path = root / name
+        if path.is_file():
+            data = path.read_bytes()
+            lines.append(f"| `{name}` | {len(data)} | `{hashlib.sha256(data).hexdigest()[:16]}` |")
+        else:
+            lines.append(f"| `{name}` | missing | |")
     lines += [
         "",
         "## GPT-2's own failures (the same in every run unless listed above)",

@@ -135,9 +135,9 @@ def test_sdpa_equals_eager_with_gaam_active(model_class):
     assert compared >= 1
 
 
-def _incremental_logits(model, tokens, split):
+def _incremental_logits(model, tokens, split, cache=None):
     """Logits of tokens[split:] fed one at a time after a prefix, through the returned cache."""
-    outputs = model(input_ids=tokens[:, :split], use_cache=True)
+    outputs = model(input_ids=tokens[:, :split], cache=cache, use_cache=True)
     cache, logits = outputs.cache, [outputs.logits]
     for position in range(split, tokens.shape[1]):
         outputs = model(
@@ -149,11 +149,13 @@ def _incremental_logits(model, tokens, split):
     return torch.cat(logits, dim=1), cache
 
 
+@pytest.mark.parametrize("given", ["none", "lazy", "from-config"])
 @pytest.mark.parametrize("placement", ["augment", "replace-block-0"])
-def test_the_cache_holds_attention_state_and_decodes_like_a_full_pass(placement):
+def test_the_cache_holds_attention_state_and_decodes_like_a_full_pass(placement, given):
     model = build(GaamGPT2LMHeadModel, placement)
     tokens = ids(length=10)
-    logits, cache = _incremental_logits(model, tokens, split=6)
+    cache = {"none": None, "lazy": DynamicCache(), "from-config": DynamicCache(config=model.config)}[given]
+    logits, cache = _incremental_logits(model, tokens, split=6, cache=cache)
     torch.testing.assert_close(logits, model(input_ids=tokens).logits, rtol=1e-5, atol=1e-5)
     assert isinstance(cache, DynamicCache) and cache.get_seq_length() == 10
     attending = [hasattr(block, "attn") for block in model.transformer.h]
@@ -161,6 +163,15 @@ def test_the_cache_holds_attention_state_and_decodes_like_a_full_pass(placement)
     assert [isinstance(layer, DynamicLayer) for layer in cache.layers] == attending
     assert [isinstance(layer, DummyLayer) for layer in cache.layers] == [not a for a in attending]
     assert all(layer.keys.shape[-2] == 10 for layer in cache.layers if isinstance(layer, DynamicLayer))
+
+
+@pytest.mark.parametrize("given", ["none", "lazy", "from-config"])
+def test_a_replace_block_has_no_cache_state_from_the_first_call(given):
+    model = build(GaamGPT2Model, "replace-block-0")
+    cache = {"none": None, "lazy": DynamicCache(), "from-config": DynamicCache(config=model.config)}[given]
+    cache = model(input_ids=ids(), cache=cache, use_cache=True).cache
+    assert [type(layer) for layer in cache.layers] == [DummyLayer, DynamicLayer, DynamicLayer]
+    assert cache.get_seq_length() == 9
 
 
 @pytest.mark.parametrize("model_class", [GaamGPT2Model, GaamGPT2LMHeadModel, GaamGPT2ForSequenceClassification])
@@ -222,7 +233,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(placement):
     for checkpointing in (False, True):
         model = build(GaamGPT2LMHeadModel, placement).train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         loss = model(input_ids=tokens, labels=tokens).loss
         loss.backward()
         grads.append({name: parameter.grad for name, parameter in model.named_parameters()})

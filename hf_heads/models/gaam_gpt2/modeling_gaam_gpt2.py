@@ -187,11 +187,11 @@ class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
         **kwargs,
     ):
         if self.attention_free:
-            # Nothing to cache: a GAAM block reads each token alone (features axis) and keeps no state, so, like an
-            # encoder, the model ignores `use_cache` rather than return a cache of empty layers. Generation still
-            # works: `generate` passes the positions, and a token's output needs nothing from earlier steps.
+            # No block attends, so there is no key/value state to keep: like an encoder, the model ignores
+            # `use_cache` rather than return a cache of empty layers. (In a causal LM, GAAM reads each token alone, so
+            # generation needs nothing from earlier steps but the positions `generate` passes.)
             use_cache, cache = False, None
-        elif self._uses_cache(use_cache):
+        elif self.config.use_cache if use_cache is None else use_cache:
             cache = self._without_state_for_gaam_blocks(cache)
         if self.config.gaam_norm_axis == "sequence":
             # GAAM over positions needs the (batch, seq) padding mask itself, not the 4-D causal mask.
@@ -211,9 +211,6 @@ class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
             **kwargs,
         )
 
-    def _uses_cache(self, use_cache: bool | None) -> bool:
-        return self.config.use_cache if use_cache is None else use_cache
-
     def _without_state_for_gaam_blocks(self, cache: Cache | None) -> Cache:
         """
         The cache with transformers' `DummyLayer` (a layer without attention keeps no key/value state) at each
@@ -224,10 +221,12 @@ class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
             return cache
         if cache is None:
             cache = DynamicCache(config=self.config)
+        if not cache.layers and cache.layer_class_to_replicate is not None:
+            # A cache that grows a layer when a block first writes to it (`DynamicCache()`): give it all its layers.
+            cache.layers.extend(cache.layer_class_to_replicate() for _ in self.h)
         if len(cache.layers) == len(self.h):
             for index in stateless:
-                if not isinstance(cache.layers[index], DummyLayer) and cache.layers[index].get_seq_length() == 0:
-                    cache.layers[index] = DummyLayer()
+                cache.layers[index] = cache.layers[index] if isinstance(cache.layers[index], DummyLayer) else DummyLayer()
         return cache
 
 
