@@ -165,7 +165,8 @@ def run_suite(root: Path, keyword: str | None, timeout: int) -> tuple[dict, str]
         (scratch / "test_gaam_gpt2_conformance.py").write_text(TEST_MODULE)
         report = scratch / "report.xml"
         command = [
-            sys.executable, "-m", "pytest", str(scratch / "test_gaam_gpt2_conformance.py"), "-c", str(scratch / "pytest.ini"),
+            sys.executable, "-m", "pytest", str(scratch / "test_gaam_gpt2_conformance.py"),
+            "-c", str(scratch / "pytest.ini"),
             "-q", "-p", "no:cacheprovider", "-W", "ignore", f"--junitxml={report}",
         ] + (["-k", keyword] if keyword else [])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)]), "HF_HUB_OFFLINE": "1"}
@@ -271,7 +272,9 @@ def report_body(outcomes: dict, pytest_tail: str, root: Path, missing_parts: lis
         "| test | reason |",
         "|---|---|",
     ]
-    lines += [f"| `{test}` | {_escape(reason)} |" for test, (outcome, reason) in sorted(gpt2.items()) if outcome == "failed"]
+    lines += [
+        f"| `{test}` | {_escape(reason)} |" for test, (outcome, reason) in sorted(gpt2.items()) if outcome == "failed"
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -305,7 +308,8 @@ def parts_not_run(root: Path) -> list[str]:
     completed = subprocess.run(
         [sys.executable, "-c", code, json.dumps(PARTS)], cwd=root, env=env, capture_output=True, text=True, check=True
     )
-    return [label for label, has_tests in json.loads(completed.stdout.strip().splitlines()[-1]).items() if not has_tests]
+    found = json.loads(completed.stdout.strip().splitlines()[-1])
+    return [label for label, has_tests in found.items() if not has_tests]
 
 
 def _escape(text: str) -> str:

@@ -223,7 +223,8 @@ def test_static_cache_generation_equals_dynamic(placement):
     model = build(GaamGPT2LMHeadModel, placement)
     prompt = ids(length=4)
     kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False)
-    assert torch.equal(model.generate(prompt, cache_implementation="static", **kwargs), model.generate(prompt, **kwargs))
+    static = model.generate(prompt, cache_implementation="static", **kwargs)
+    assert torch.equal(static, model.generate(prompt, **kwargs))
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)

@@ -8,8 +8,8 @@ gradient checkpointing, weight tying and generation are GPT-2's.
 
 Parameter names are GPT-2's (`transformer.h.N.attn...`, `lm_head`, `score`, `classifier`, `qa_outputs`), so any GPT-2
 checkpoint loads here; GAAM adds `transformer.h.N.gaam.{mean_offsets,c}` and, in "augment" mode,
-`transformer.h.N.gaam_gate.weight`. This file imports only torch, transformers and files beside it, so a folder saved for
-`trust_remote_code=True` works without `hf_heads` installed.
+`transformer.h.N.gaam_gate.weight`. This file imports only torch, transformers and files beside it, so a folder saved
+for `trust_remote_code=True` works without `hf_heads` installed.
 """
 
 import warnings
@@ -226,7 +226,8 @@ class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
             cache.layers.extend(cache.layer_class_to_replicate() for _ in self.h)
         if len(cache.layers) == len(self.h):
             for index in stateless:
-                cache.layers[index] = cache.layers[index] if isinstance(cache.layers[index], DummyLayer) else DummyLayer()
+                if not isinstance(cache.layers[index], DummyLayer):
+                    cache.layers[index] = DummyLayer()
         return cache
 
 
