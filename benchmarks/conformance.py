@@ -157,6 +157,12 @@ def checkout_root(folder: Path) -> Path:
     )
 
 
+def _environment(root: Path) -> dict:
+    """The transformers checkout's `tests` package and this repository's `hf_heads` importable; no Hub access."""
+    path = [str(root), str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "HF_HUB_OFFLINE": "1"}
+
+
 def run_suite(root: Path, keyword: str | None, timeout: int) -> tuple[dict, str]:
     """Run the three test classes in one pytest process; returns {run: {test: (outcome, reason)}} and pytest's tail."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -169,8 +175,9 @@ def run_suite(root: Path, keyword: str | None, timeout: int) -> tuple[dict, str]
             "-c", str(scratch / "pytest.ini"),
             "-q", "-p", "no:cacheprovider", "-W", "ignore", f"--junitxml={report}",
         ] + (["-k", keyword] if keyword else [])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)]), "HF_HUB_OFFLINE": "1"}
-        completed = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+        completed = subprocess.run(
+            command, cwd=root, env=_environment(root), capture_output=True, text=True, timeout=timeout
+        )
         if not report.exists():
             raise SystemExit(f"pytest did not run the suite:\n{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}")
         return parse_report(report), completed.stdout.strip().splitlines()[-1]
@@ -304,9 +311,9 @@ def parts_not_run(root: Path) -> list[str]:
         "    found[label] = any(attribute.startswith('test_') for attribute in dir(mixin))\n"
         "print(json.dumps(found))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(REPO)]), "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(PARTS)], cwd=root, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, json.dumps(PARTS)], cwd=root, env=_environment(root), capture_output=True,
+        text=True, check=True,
     )
     found = json.loads(completed.stdout.strip().splitlines()[-1])
     return [label for label, has_tests in found.items() if not has_tests]
@@ -320,7 +327,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transformers-tests", type=Path, required=True,
                         help="a transformers checkout (the folder holding tests/ and src/)")
-    parser.add_argument("-k", dest="keyword", help="pytest -k expression, to run part of the suite")
+    parser.add_argument(
+        "-k", dest="keyword", help="pytest -k expression: run part of the suite (the result file covers that part)"
+    )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds for the whole pytest run")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args()
