@@ -22,6 +22,7 @@ from hf_heads import (  # noqa: E402
     CharTokenizer,
     GaamGPT2Config,
     GaamGPT2ForSequenceClassification,
+    GaamGPT2Model,
     GaussianAdaptiveAttention,
     HeadedConfig,
     HeadedModelForSequenceClassification,
@@ -93,7 +94,8 @@ CASES = [
      ValueError, r"`gaam_placement`='inside' is not supported; accepted values: 'augment', 'replace'"),
     ("gaam-norm-axis", "gaam_norm_axis='tokens'", lambda t: GaamGPT2Config(gaam_norm_axis="tokens"),
      ValueError, r"`gaam_norm_axis`='tokens' is not supported; accepted values: "),
-    ("gaam-layers", "gaam_layers=[0, 5] on a 2-layer model", lambda t: GaamGPT2Config(n_layer=2, gaam_layers=[0, 5]),
+    ("gaam-layers", "gaam_layers=[0, 5] on a 2-layer model",
+     lambda t: GaamGPT2Model(GaamGPT2Config(n_layer=2, n_embd=8, n_head=2, gaam_layers=[0, 5])),
      ValueError, r"`gaam_layers`=\[0, 5\] must list distinct block indices in \[0, 1\]"),
     ("classifier-pooling", "classifier_pooling='max'", lambda t: GaamGPT2Config(classifier_pooling="max"),
      ValueError, r"`classifier_pooling`='max' is not supported; accepted values: "),
@@ -112,7 +114,7 @@ CASES = [
     # Model loading and features
     ("checkpoint-shapes", "a checkpoint with 2 GAAM heads loaded as 4",
      lambda t: GaamGPT2ForSequenceClassification.from_pretrained(saved_tiny_classifier(t), gaam_num_heads=4),
-     ValueError, r"Checkpoint '.*' has tensors whose shapes do not fit this configuration .* "
+     RuntimeError, r"Checkpoint '.*' has tensors whose shapes do not fit this configuration .* "
                  r"`ignore_mismatched_sizes=True`"),
     ("cache-unfrozen", "caching features of a backbone that trains",
      lambda t: hf_heads.cache_backbone_features(

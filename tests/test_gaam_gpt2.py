@@ -257,9 +257,7 @@ def test_one_gaam_class_inside_the_package():
         (dict(gaam_norm_axis=1), "gaam_norm_axis"),
         (dict(gaam_num_heads=0), "gaam_num_heads"),
         (dict(gaam_num_gaussians=-2), "gaam_num_gaussians"),
-        (dict(gaam_layers=[0, 5]), "gaam_layers"),
         (dict(gaam_eps=0.0), "gaam_eps"),
-        (dict(gaam_num_heads=20), "gaam_num_heads"),
         (dict(classifier_pooling="first"), "classifier_pooling"),
     ],
 )
@@ -267,6 +265,20 @@ def test_bad_config_values_fail_at_construction(overrides, field):
     # Wrong types are caught by transformers' strict dataclass validation, wrong values by GaamGPT2Config.
     with pytest.raises((ValueError, StrictDataclassError), match=field):
         tiny_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(gaam_layers=[0, 5]), r"`gaam_layers`=\[0, 5\] must list distinct block indices in \[0, 1\]"),
+        (dict(gaam_layers=[1, 1]), r"`gaam_layers`=\[1, 1\] must list distinct"),
+        (dict(gaam_num_heads=20), r"`gaam_num_heads`=20 splits n_embd=32 features into chunks of 1"),
+    ],
+)
+def test_fields_that_do_not_fit_the_sizes_fail_when_the_model_is_built(overrides, message):
+    config = tiny_config(**overrides)  # a config may hold sizes that are filled in later, as GPT2Config allows
+    with pytest.raises(ValueError, match=message):
+        GaamGPT2Model(config)
 
 
 def test_gpt2_sequence_classifier_checkpoint_keeps_its_score_head(tmp_path):

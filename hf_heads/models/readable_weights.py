@@ -6,6 +6,13 @@ Linked into every model folder (like `gaam_layer.py`), so a saved folder carries
 from safetensors import SafetensorError
 
 
+class MismatchedWeightsError(RuntimeError):
+    """
+    A checkpoint's tensors do not fit the model's shapes. A `RuntimeError`, as transformers raises for this, so code
+    that catches transformers' error catches this one; its message names the checkpoint and the remedy.
+    """
+
+
 class ReadableWeightsMixin:
     """`from_pretrained` whose errors name the checkpoint and the remedy (safetensors' and transformers' do not)."""
 
@@ -17,7 +24,7 @@ class ReadableWeightsMixin:
             if "ignore_mismatched_sizes" not in str(error):
                 raise
             # transformers logged a report of the tensors whose shapes differ just before raising.
-            raise ValueError(
+            raise MismatchedWeightsError(
                 f"Checkpoint {str(pretrained_model_name_or_path)!r} has tensors whose shapes do not fit this "
                 "configuration (the load report above lists them with both shapes), e.g. another `gaam_num_heads`, "
                 "`num_labels` or vocabulary size. Load it with its own configuration, or pass "

@@ -1,7 +1,7 @@
-from .._shared_files import share_gaam_layer
+from .._shared_files import share_linked_files
 
 
-share_gaam_layer(__name__)
+share_linked_files(__name__)
 
 from .configuration_gaam_gpt2 import GaamGPT2Config  # noqa: E402
 from .modeling_gaam_gpt2 import (  # noqa: E402

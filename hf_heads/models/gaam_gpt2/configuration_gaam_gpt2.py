@@ -39,6 +39,10 @@ class GaamGPT2Config(GPT2Config):
         for causal LMs); padding is left out using `attention_mask`.
     gaam_eps (`float`, *optional*, defaults to 1e-8):
         GAAM's variance epsilon and normalisation floor.
+    gaam_gate_init (`float`, *optional*, defaults to 0.0):
+        Initial value of the `"augment"` gate (ignored by `"replace"`, which has none). 0 makes the model exactly the
+        GPT-2 it loads at step 0; the first optimiser step opens the gate. Only newly created gates take this value:
+        a checkpoint's own gates are loaded.
     classifier_pooling (`str`, *optional*, defaults to `"last"`):
         How [`GaamGPT2ForSequenceClassification`] reads a sequence: `"last"` (GPT-2's rule: the last real token,
         taken from `attention_mask` when given) or `"mean"` (mean over real tokens).
@@ -52,6 +56,7 @@ class GaamGPT2Config(GPT2Config):
     gaam_num_gaussians: int = 5
     gaam_norm_axis: str = "features"
     gaam_eps: float = 1e-8
+    gaam_gate_init: float = 0.0
     classifier_pooling: str = "last"
 
     def __post_init__(self, **kwargs):
@@ -68,19 +73,8 @@ class GaamGPT2Config(GPT2Config):
                 raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
         if not self.gaam_eps > 0:
             raise ValueError(f"`gaam_eps` must be positive, got {self.gaam_eps!r}.")
-        if self.gaam_layers is not None:
-            outside = [index for index in self.gaam_layers if not 0 <= index < self.n_layer]
-            if outside or len(set(self.gaam_layers)) != len(self.gaam_layers):
-                raise ValueError(
-                    f"`gaam_layers`={self.gaam_layers!r} must list distinct block indices in [0, {self.n_layer - 1}] "
-                    f"(n_layer={self.n_layer}), or be None for every block."
-                )
-        if self.gaam_norm_axis == "features" and self.n_embd // self.gaam_num_heads < 2:
-            raise ValueError(
-                f"`gaam_num_heads`={self.gaam_num_heads} splits n_embd={self.n_embd} features into chunks of "
-                f"{self.n_embd // self.gaam_num_heads}; each GAAM head needs at least 2, so use at most "
-                f"{self.n_embd // 2} heads."
-            )
+        # Fields checked against the model's sizes (`gaam_layers`, `gaam_num_heads` against `n_layer` and `n_embd`) are
+        # checked where a model is built: like `GPT2Config`, a config may hold placeholder sizes until then.
 
     @property
     def gaam_block_indices(self) -> list[int]:
