@@ -105,7 +105,7 @@ def test_every_class_loads_with_remote_code_without_hf_heads(saved, run_without_
 def test_saved_folders_hold_safetensors_and_only_this_packages_code(saved):
     folder, _ = saved
     allowed_code = {"configuration_gaam_gpt2.py", "modeling_gaam_gpt2.py", "configuration_headed.py",
-                    "modeling_headed.py", "heads.py", "gaam_layer.py", "readable_weights.py"}
+                    "modeling_headed.py", "heads.py", "gaam_layer.py", "readable_weights.py", "losses.py"}
     for name, *_ in CLASSES:
         files = {path.name for path in (folder / name).iterdir()}
         assert "model.safetensors" in files

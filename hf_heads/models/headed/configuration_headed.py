@@ -102,8 +102,8 @@ class HeadedConfig(PreTrainedConfig):
         # Checked here rather than in a `validate_*` hook so users get a plain ValueError naming the field.
         if self.head_type not in HEADS and self.head_code is None:
             raise ValueError(
-                f"`head_type`={self.head_type!r} is not a registered head; registered: "
-                f"{', '.join(map(repr, sorted(HEADS)))} (`hf_heads.register_head` adds your own)."
+                f"`head_type`={self.head_type!r} is not supported; accepted values: {', '.join(map(repr, sorted(HEADS)))} "
+                "(`hf_heads.register_head` adds your own)."
             )
         _accepts("head_pooling", self.head_pooling, HEAD_POOLINGS)
         _accepts("gaam_normalization", self.gaam_normalization, GAAM_NORMALIZATIONS)

@@ -296,6 +296,23 @@ class DaamGate(nn.Module):
         return (out, gate.reshape(x.shape)) if return_weights else out
 
 
+class TorchInitialized:
+    """A layer that keeps PyTorch's default initialisation (the authors' code), not transformers' normal(0, 0.02)."""
+
+    def init_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(self.weight[0].numel())
+        init.uniform_(self.bias, -bound, bound)
+
+
+class Conv2d(TorchInitialized, nn.Conv2d):
+    pass
+
+
+class Linear(TorchInitialized, nn.Linear):
+    pass
+
+
 class GroupedQueryAttention(nn.Module):
     """Self-attention across the layer axis with fewer key/value heads than query heads (GQDAAM's attention)."""
 
@@ -303,10 +320,10 @@ class GroupedQueryAttention(nn.Module):
         super().__init__()
         self.num_heads, self.num_key_value_heads = num_heads, num_key_value_heads
         self.head_size = size // num_heads
-        self.q_proj = nn.Linear(size, size)
-        self.k_proj = nn.Linear(size, num_key_value_heads * self.head_size)
-        self.v_proj = nn.Linear(size, num_key_value_heads * self.head_size)
-        self.o_proj = nn.Linear(size, size)
+        self.q_proj = Linear(size, size)
+        self.k_proj = Linear(size, num_key_value_heads * self.head_size)
+        self.v_proj = Linear(size, num_key_value_heads * self.head_size)
+        self.o_proj = Linear(size, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, size = x.shape
@@ -346,24 +363,16 @@ class DaamHead(LayerStatesHead):
         size = hidden_size
         if config.daam_variant == "gqdaam":
             size = self.GQDAAM_SIZE
-            self.projection = nn.Linear(hidden_size, size)
+            self.projection = Linear(hidden_size, size)
             self.attention = GroupedQueryAttention(size, self.GQDAAM_HEADS, self.GQDAAM_KEY_VALUE_HEADS)
         self.grid = self.grid_for(config, size)
         self.convolutions = nn.Sequential(
-            nn.Conv2d(layers, config.daam_conv_channels, 3, padding=1),
+            Conv2d(layers, config.daam_conv_channels, 3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(config.daam_conv_channels, layers, 3, padding=1),
+            Conv2d(config.daam_conv_channels, layers, 3, padding=1),
             nn.ReLU(),
         )
         self.output_size = layers * size
-
-    def init_parameters(self):
-        # The authors' layers keep PyTorch's default initialisation (not transformers' normal(0, 0.02)).
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-                bound = 1 / math.sqrt(module.weight[0].numel())
-                init.uniform_(module.bias, -bound, bound)
 
     @staticmethod
     def num_heads(config) -> int:

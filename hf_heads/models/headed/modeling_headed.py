@@ -43,11 +43,6 @@ def build_backbone(config) -> nn.Module:
     return carried(config) if carried is not None else AutoModel.from_config(config)
 
 
-def _is_dynamic_module() -> bool:
-    """Whether this file runs as a saved folder's code (`trust_remote_code=True`), not as the `hf_heads` package."""
-    return __name__.startswith("transformers_modules")
-
-
 class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
     config_class = HeadedConfig
     config: HeadedConfig
@@ -82,13 +77,25 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             return head_class
         if config.head_type in HEADS:
             return HEADS[config.head_type]
-        if _is_dynamic_module():
-            # Loaded with `trust_remote_code=True`: the folder carries the head's code (see `save_pretrained`).
-            return get_class_from_dynamic_module(config.head_code, config.name_or_path)
         raise ValueError(
             f"`head_type`={config.head_type!r} is not registered in this process. Import the module that registers "
             f"it, or load the folder with `trust_remote_code=True` (it carries the head's code: {config.head_code})."
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """
+        As `PreTrainedModel.from_pretrained`; with `trust_remote_code=True`, a head registered outside this package
+        is registered from the code the folder carries (see `save_pretrained`).
+        """
+        if kwargs.get("trust_remote_code"):
+            config = kwargs.get("config")
+            if not isinstance(config, HeadedConfig):
+                hub = {name: kwargs[name] for name in ("cache_dir", "revision", "token", "local_files_only") if name in kwargs}
+                config = HeadedConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+            if config.head_type not in HEADS and config.head_code is not None:
+                HEADS[config.head_type] = get_class_from_dynamic_module(config.head_code, pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module):
         super()._init_weights(module)
