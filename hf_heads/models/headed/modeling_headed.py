@@ -144,6 +144,11 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         return self.head.feature
 
     @property
+    def default_learning_rate(self) -> float:
+        """The head's `default_learning_rate`: the learning rate the recipes use for this model's head."""
+        return self.head.default_learning_rate
+
+    @property
     def feature_is_per_token(self) -> bool:
         return None in self.head.feature_shape(self.config.backbone_config)
 
