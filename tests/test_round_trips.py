@@ -14,6 +14,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     BertConfig,
+    GPT2Config,
 )
 
 import hf_heads
@@ -148,9 +149,11 @@ def tokenizer():
             hf_heads.GaamGPT2Config(**{**TINY, "vocab_size": vocab}, num_labels=3, classifier_pooling="last")),
         lambda vocab: hf_heads.GaamGPT2ForSequenceClassification(hf_heads.GaamGPT2Config(
             **{**TINY, "vocab_size": vocab}, num_labels=3, classifier_pooling="mean", gaam_norm_axis="sequence")),
+        # A decoder backbone: left padding is a decoder's norm (an encoder such as BERT numbers left-padded positions
+        # as the plain BERT does, so there only right padding keeps a row as alone).
         lambda vocab: hf_heads.HeadedModelForSequenceClassification(hf_heads.HeadedConfig(
-            backbone_config=BertConfig(**{**BERT.to_dict(), "vocab_size": vocab}), head_type="attention",
-            head_pooling="attention", num_labels=3)),
+            backbone_config=GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=vocab, n_positions=32),
+            head_type="attention", head_pooling="attention", num_labels=3)),
     ],
     ids=["gaam_gpt2 last", "gaam_gpt2 mean sequence-axis", "headed attention"],
 )
