@@ -2,6 +2,7 @@
 independent implementation of their equations, "scalar_mix", and the heads' construction-time errors."""
 
 import ast
+import inspect
 import os
 import subprocess
 import sys
@@ -144,11 +145,25 @@ def test_register_head_names_bad_arguments(name, head_class, error, message):
 
 
 def test_the_model_classes_hold_no_head_type_branches():
-    """What a head reads and does lives with the head: no built-in head name appears in the modelling file's code."""
+    """What a head reads and does lives with the head: the modelling file compares or indexes by no head name."""
     tree = ast.parse(Path(modeling_headed.__file__).read_text())
-    strings = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
-    # "mean" is the key by which the file finds the registry's module; no other name is used.
-    assert strings & set(heads_module.HEADS) <= {"mean"}
+    used = {
+        constant.value
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Compare, ast.Subscript, ast.Dict))
+        for constant in ast.walk(node)
+        if isinstance(constant, ast.Constant)
+    }
+    assert not used & set(heads_module.HEADS)
+
+
+@pytest.mark.parametrize("model_class", [HeadedModelForSequenceClassification, hf_heads.HeadedModelForTokenClassification])
+def test_forward_names_the_cached_column_of_every_built_in_head(model_class):
+    """`Trainer` keeps only the dataset columns that `forward` names."""
+    parameters = inspect.signature(model_class.forward).parameters
+    for name, head_class in heads_module.HEADS.items():
+        if model_class.task in head_class.tasks:
+            assert head_class.feature in parameters, name
 
 
 def daam_oracle(layer_states, head, classifier, num_heads):

@@ -6,8 +6,11 @@ learning rate it trains well with, and its own forward, which returns the repres
 `classifier` reads (`output_size` wide). The model classes hold no head-specific code, so a new head is one class
 here, or one `register_head(name, cls)` call in the user's own module.
 
-Padding always comes from `attention_mask`. This file depends on torch alone (and on `gaam_layer.py` beside it): model
-folders saved for `trust_remote_code=True` carry it.
+A registered head may read a new column (its own `feature`): a model's `forward` takes it as a keyword (pass
+`remove_unused_columns=False` to `Trainer`, which keeps only the columns `forward` names).
+
+Padding always comes from `attention_mask`. This file imports only torch, transformers and `gaam_layer.py` beside it:
+model folders saved for `trust_remote_code=True` carry it.
 """
 
 import math

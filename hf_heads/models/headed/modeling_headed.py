@@ -25,7 +25,7 @@ from transformers.utils import can_return_tuple
 
 from .configuration_headed import HeadedConfig
 from .gaam_layer import GaussianAdaptiveAttention
-from .heads import HEADS, SEQUENCE, TOKEN, TOKEN_ALIASES, head_class_for
+from .heads import HEADS, SEQUENCE, TOKEN, TOKEN_ALIASES, Head, head_class_for
 from .losses import classification_loss, token_classification_loss
 from .modeling_gaam_gpt2 import GaamGPT2Model
 from .readable_weights import ReadableWeightsMixin
@@ -34,8 +34,6 @@ from .readable_weights import ReadableWeightsMixin
 # This package's backbones, built from the code this folder carries (`AutoModel` knows them only where `hf_heads`
 # is imported).
 CARRIED_BACKBONES = {GaamGPT2Model.config_class.model_type: GaamGPT2Model}
-# Columns a cached dataset may hold for the built-in heads; named in `forward` so that `Trainer` keeps them.
-BUILT_IN_FEATURES = sorted({head.feature for head in HEADS.values()})
 
 
 def build_backbone(config) -> nn.Module:
@@ -154,7 +152,7 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         head_class = type(self.head)
-        registered_here = head_class.__module__ == HEADS["mean"].__module__
+        registered_here = head_class.__module__ == Head.__module__
         if not registered_here:
             self._check_head_code_can_travel(head_class)
             self.config.head_code = f"{head_class.__module__.rsplit('.', 1)[-1]}.{head_class.__name__}"
@@ -183,6 +181,9 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
+        # The head decides which hidden states the backbone returns; the outputs carry logits only.
+        for flag in ("output_hidden_states", "output_attentions"):
+            backbone_inputs.pop(flag, None)
         if self._derives_positions and backbone_inputs.get("position_ids") is None:
             backbone_inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         backbone_inputs = {name: value for name, value in backbone_inputs.items() if value is not None}
@@ -248,16 +249,6 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         return self.classifier(self.dropout(represented))
 
 
-_FORWARD_DOC = r"""
-        token_type_ids, position_ids and any other keyword (`torch.Tensor`, *optional*):
-            Passed to the backbone as they are (see the backbone's documentation).
-        backbone_hidden_states, backbone_last_token_states, backbone_layer_states, backbone_pooled_states
-        (`torch.Tensor`, *optional*):
-            Cached backbone features (see `hf_heads.features.cache_backbone_features`) instead of `input_ids`: the one
-            named by the head's `feature`. A registered head with another column receives it as a keyword too.
-"""
-
-
 class HeadedModelForSequenceClassification(HeadedPreTrainedModel):
     task = SEQUENCE
 
@@ -276,6 +267,17 @@ class HeadedModelForSequenceClassification(HeadedPreTrainedModel):
         backbone_pooled_states=None,
         **kwargs,
     ) -> SequenceClassifierOutput:
+        r"""
+        token_type_ids, position_ids and other keywords (`torch.Tensor`, *optional*):
+            Passed to the backbone as they are (see the backbone's documentation).
+        backbone_hidden_states, backbone_last_token_states, backbone_layer_states, backbone_pooled_states (*optional*):
+            Cached backbone features (see `hf_heads.features.cache_backbone_features`) instead of `input_ids`: the
+            column named by the head's `feature` (named here so that `Trainer` keeps them). A registered head with a
+            column of its own receives it as a keyword too.
+        labels (`torch.Tensor`, *optional*):
+            Class ids, float targets or multi-label vectors: the loss follows `config.problem_type` as transformers'
+            sequence classifiers do (inferred when None).
+        """
         cached = {
             "backbone_hidden_states": backbone_hidden_states,
             "backbone_last_token_states": backbone_last_token_states,
@@ -305,6 +307,15 @@ class HeadedModelForTokenClassification(HeadedPreTrainedModel):
         backbone_hidden_states=None,
         **kwargs,
     ) -> TokenClassifierOutput:
+        r"""
+        token_type_ids, position_ids and other keywords (`torch.Tensor`, *optional*):
+            Passed to the backbone as they are (see the backbone's documentation).
+        backbone_hidden_states (`torch.Tensor`, *optional*):
+            Cached per-token backbone features (see `hf_heads.features.cache_backbone_features`), with
+            `attention_mask`, instead of `input_ids`.
+        labels (`torch.LongTensor`, *optional*):
+            A class id per token; -100 marks tokens without a label.
+        """
         cached = {"backbone_hidden_states": backbone_hidden_states}
         if self.feature_name not in cached:
             cached[self.feature_name] = kwargs.pop(self.feature_name, None)
@@ -313,8 +324,5 @@ class HeadedModelForTokenClassification(HeadedPreTrainedModel):
         loss = None if labels is None else token_classification_loss(logits, labels, self.config.num_labels)
         return TokenClassifierOutput(loss=loss, logits=logits)
 
-
-HeadedModelForSequenceClassification.forward.__doc__ = _FORWARD_DOC
-HeadedModelForTokenClassification.forward.__doc__ = _FORWARD_DOC
 
 __all__ = ["HeadedModelForSequenceClassification", "HeadedModelForTokenClassification", "HeadedPreTrainedModel"]
