@@ -304,7 +304,8 @@ def frozen_minilm(corpus, seeds, options, workdir):
             candidates = []  # (validation accuracy, learning rate, epochs, weights)
             for rate in rates:
                 def checkpoint(model, done, rate=rate):
-                    accuracy, _ = evaluate(model, config.head_type, features[split["validation"]], labels[split["validation"]])
+                    validation = split["validation"]
+                    accuracy, _ = evaluate(model, config.head_type, features[validation], labels[validation])
                     weights = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
                     candidates.append((accuracy, rate, done // steps_per_epoch, weights))
 
@@ -325,8 +326,10 @@ def frozen_minilm(corpus, seeds, options, workdir):
         FROZEN_RESULTS[name] = runs
         chosen = ", ".join(f"{run['learning_rate']:.2g}/{run['epochs']}" for run in runs)
         rate_list = ", ".join(f"{rate:.2g}" for rate in rates)
+        epoch_list = ", ".join(map(str, epochs))
         budget = (
-            f"lr ∈ {{{rate_list}}} × epochs ∈ {{{', '.join(map(str, epochs))}}} chosen on validation (chosen lr/epochs per seed: {chosen})"
+            f"lr ∈ {{{rate_list}}} × epochs ∈ {{{epoch_list}}} chosen on validation "
+            f"(chosen lr/epochs per seed: {chosen})"
         )
         yield f"frozen MiniLM + {name}", (runs, budget)
 
@@ -413,7 +416,8 @@ def learning_curve(corpus, seeds, options) -> str:
                                   LogisticRegression(C=10, max_iter=2000))
             model.fit([texts[i] for i in rows], labels[rows].numpy())
             predicted = model.predict([texts[i] for i in split["test"]])
-            curve["TF-IDF + logistic regression"][size].append(float((predicted == labels[split["test"]].numpy()).mean()))
+            accuracy = float((predicted == labels[split["test"]].numpy()).mean())
+            curve["TF-IDF + logistic regression"][size].append(accuracy)
     header = " | ".join("all" if size is None else f"{size} per class" for size in sizes)
     lines = [
         "\n## Learning curve (test accuracy, mean ± std over seeds)\n",
@@ -488,7 +492,9 @@ def main():
         for done, row in enumerate(options.rows, start=1):
             if row == "curve":
                 sections.append(learning_curve(corpus, options.seeds, options))
-                path = write_result("quality", table(corpus, options, lines, sections, options.rows[done:]), options.results_dir)
+                path = write_result(
+                    "quality", table(corpus, options, lines, sections, options.rows[done:]), options.results_dir
+                )
                 continue
             build = {"tfidf": tfidf, "scratch": scratch, "demo": demo, "frozen_minilm": frozen_minilm,
                      "lora_minilm": lora_minilm}[row]
@@ -502,7 +508,9 @@ def main():
                 )
             if row == "frozen_minilm":
                 sections.append(comparison_section())
-            path = write_result("quality", table(corpus, options, lines, sections, options.rows[done:]), options.results_dir)
+            path = write_result(
+                "quality", table(corpus, options, lines, sections, options.rows[done:]), options.results_dir
+            )
     print(path.read_text())
     print(f"written to {path}")
 

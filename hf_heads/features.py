@@ -1,8 +1,9 @@
 """Frozen-backbone feature caching: run the backbone once, then train a `headed` model's head for many epochs.
 
 `cache_backbone_features` stores what the head reads (the column named by the head's `feature`, see the `headed`
-heads file) as dataset columns; the model's `forward` accepts those columns instead of `input_ids`, and `CachedFeaturesCollator` batches
-them for `Trainer`. The logits equal those of the uncached model because a frozen backbone runs in eval mode in both.
+heads file) as dataset columns; the model's `forward` accepts those columns instead of `input_ids`, and
+`CachedFeaturesCollator` batches them for `Trainer`. The logits equal those of the uncached model because a frozen
+backbone runs in eval mode in both.
 """
 
 from dataclasses import dataclass

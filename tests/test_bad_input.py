@@ -106,7 +106,8 @@ CASES = [
      ValueError, r"`num_labels` must be at least 1, got 0"),
     ("head-num-heads", "an attention head whose heads do not divide the hidden size",
      lambda t: HeadedConfig(backbone_config=TINY_GPT2, head_type="attention", head_num_heads=5),
-     ValueError, r"head_type='attention': `head_num_heads`=5 does not fit; it must divide the backbone's hidden size 32"),
+     ValueError, r"head_type='attention': `head_num_heads`=5 does not fit; it must divide the backbone's hidden size "
+                 r"32"),
     ("token-head", "token classification with a pooling head",
      lambda t: HeadedModelForTokenClassification(HeadedConfig(backbone_config=TINY_GPT2, head_type="mean")),
      ValueError, r"head_type='mean' cannot serve token classification; heads that can: 'attention', 'linear'"),

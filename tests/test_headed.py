@@ -93,7 +93,7 @@ def test_token_classification_heads():
             HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="gaam_layers")
         )
     with pytest.raises(ValueError, match="head_type='linear' cannot serve sequence classification"):
-        HeadedModelForSequenceClassification(HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="linear"))
+        HeadedModelForSequenceClassification(HeadedConfig(backbone_config=BACKBONES["bert"], head_type="linear"))
 
 
 def test_last_token_for_token_classification_is_linear_with_a_deprecation_warning():
@@ -103,7 +103,7 @@ def test_last_token_for_token_classification_is_linear_with_a_deprecation_warnin
     assert model.config.head_type == "linear" and model(input_ids=ids()).logits.shape == (2, 9, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        HeadedModelForTokenClassification(HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="linear"))
+        HeadedModelForTokenClassification(HeadedConfig(backbone_config=BACKBONES["bert"], head_type="linear"))
 
 
 def reference_loss(problem_type, logits, labels):

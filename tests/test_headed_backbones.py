@@ -31,7 +31,9 @@ BACKBONES = {
     "roberta": lambda: RobertaConfig(**SMALL, max_position_embeddings=64, pad_token_id=1),
     "gpt2": lambda: GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64),
     # GAAM's gate opened, so that GAAM changes the backbone's states.
-    "gaam_gpt2": lambda: GaamGPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64, gaam_num_heads=2),
+    "gaam_gpt2": lambda: GaamGPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64, gaam_num_heads=2
+    ),
     "llama": lambda: LlamaConfig(**SMALL, num_key_value_heads=2, max_position_embeddings=64),
 }
 DECODERS = ("gpt2", "gaam_gpt2", "llama")
@@ -46,7 +48,9 @@ SEQUENCE_HEADS = [
     dict(head_type="daam", daam_conv_channels=8),
     dict(head_type="daam", daam_variant="gqdaam", daam_conv_channels=8),
 ]
-TOKEN_HEADS = [dict(head_type="linear")] + [dict(head_type="attention", head_pooling=p) for p in ("mean", "last", "attention")]
+TOKEN_HEADS = [dict(head_type="linear")] + [
+    dict(head_type="attention", head_pooling=pooling) for pooling in ("mean", "last", "attention")
+]
 
 
 def name_of(head):
@@ -132,7 +136,9 @@ def test_a_rows_token_labels_equal_the_row_alone(backbone, side):
     torch.testing.assert_close(logits, model(input_ids=alone).logits[0], rtol=1e-4, atol=1e-5)
 
 
-GRADIENT_CASES = [(SEQUENCE_HEADS, HeadedModelForSequenceClassification), (TOKEN_HEADS, HeadedModelForTokenClassification)]
+GRADIENT_CASES = [
+    (SEQUENCE_HEADS, HeadedModelForSequenceClassification), (TOKEN_HEADS, HeadedModelForTokenClassification)
+]
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -167,7 +173,8 @@ def test_round_trip_with_cached_features(tmp_path, backbone, head):
     dataset = Dataset.from_dict({"input_ids": tokens(length=7).tolist(), "label": [0, 1]})
     cached = CachedFeaturesCollator()([row for row in cache_backbone_features(reloaded, dataset)])
     features = {name: value for name, value in cached.items() if name != "labels"}
-    torch.testing.assert_close(reloaded(**features).logits, model(input_ids=tokens(length=7)).logits, rtol=1e-5, atol=1e-6)
+    expected = model(input_ids=tokens(length=7)).logits
+    torch.testing.assert_close(reloaded(**features).logits, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -176,8 +183,8 @@ def test_importance_factor_on_cached_features(backbone, head_type):
     """Per layer, in [0, 1], from the head's GAAM (not the backbone's, which cached features never run)."""
     model = make(backbone, freeze_backbone=True, head_type=head_type, daam_conv_channels=8)
     with torch.no_grad():  # as after training: offsets away from 0 make layers differ
-        for parameter in (model.head.gaam.mean_offsets if head_type == "gaam_layers" else model.head.gate.mean_offset,):
-            parameter.normal_()
+        offsets = model.head.gaam.mean_offsets if head_type == "gaam_layers" else model.head.gate.mean_offset
+        offsets.normal_()
     from datasets import Dataset
 
     dataset = Dataset.from_dict({"input_ids": tokens(size=6, length=7).tolist(), "label": [0, 1, 2] * 2})
@@ -210,7 +217,8 @@ def test_gaam_gpt2_backbone_folder_loads_without_hf_heads(tmp_path, run_without_
         from transformers import AutoModelForSequenceClassification
         model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
         assert type(model.backbone).__name__ == "GaamGPT2Model"
-        torch.save(model.eval()(input_ids=torch.load({str(tmp_path / "ids.pt")!r})).logits, {str(tmp_path / "out.pt")!r})
+        logits = model.eval()(input_ids=torch.load({str(tmp_path / "ids.pt")!r})).logits
+        torch.save(logits, {str(tmp_path / "out.pt")!r})
         """
     )
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(input_ids=tokens()).logits, rtol=0, atol=0)

@@ -14,7 +14,13 @@ import torch
 from transformers import AutoModelForSequenceClassification, BertConfig
 
 import hf_heads
-from hf_heads import Head, HeadedConfig, HeadedModelForSequenceClassification, register_head
+from hf_heads import (
+    Head,
+    HeadedConfig,
+    HeadedModelForSequenceClassification,
+    HeadedModelForTokenClassification,
+    register_head,
+)
 from hf_heads.models.headed import heads as heads_module
 from hf_heads.models.headed import modeling_headed
 
@@ -157,7 +163,7 @@ def test_the_model_classes_hold_no_head_type_branches():
     assert not used & set(heads_module.HEADS)
 
 
-@pytest.mark.parametrize("model_class", [HeadedModelForSequenceClassification, hf_heads.HeadedModelForTokenClassification])
+@pytest.mark.parametrize("model_class", [HeadedModelForSequenceClassification, HeadedModelForTokenClassification])
 def test_forward_names_the_cached_column_of_every_built_in_head(model_class):
     """`Trainer` keeps only the dataset columns that `forward` names."""
     parameters = inspect.signature(model_class.forward).parameters
@@ -207,7 +213,8 @@ def test_daam_reads_every_layer_but_the_embeddings():
     layer_states = torch.randn(2, 5, 32)
     changed = layer_states.clone()
     changed[:, 0] += 10.0
-    torch.testing.assert_close(model(backbone_layer_states=changed).logits, model(backbone_layer_states=layer_states).logits)
+    expected = model(backbone_layer_states=layer_states).logits
+    torch.testing.assert_close(model(backbone_layer_states=changed).logits, expected)
 
 
 def test_gqdaam_projects_and_attends_across_layers_before_the_convolutions():
@@ -239,7 +246,8 @@ def test_daam_importance_factor_is_the_gate_averaged_over_rows_and_features_min_
     model = make(head_type="daam", daam_conv_channels=6)
     with torch.no_grad():
         model.head.gate.mean_offset.normal_(0, 0.5)
-    batches = [{"backbone_layer_states": torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(s))} for s in (0, 1)]
+    generator = torch.Generator().manual_seed(0)
+    batches = [{"backbone_layer_states": torch.randn(3, 5, 32, generator=generator)} for _ in range(2)]
     factors = hf_heads.importance_factors(model, batches)
     states = torch.cat([batch["backbone_layer_states"] for batch in batches])[:, 1:]
     gate_sum = torch.zeros(4)
@@ -268,11 +276,13 @@ def test_scalar_mix_is_a_softmax_weighted_sum_of_the_layers_times_a_scale():
 @pytest.mark.parametrize(
     "layers, fields, message",
     [
-        (4, dict(daam_num_heads=4), r"head_type='daam': `daam_num_heads`=4 does not fit; .* 4 layers into equal chunks "
-                                    r"of at least 2, so use one of \[1, 2\]"),
+        (4, dict(daam_num_heads=4),
+         r"head_type='daam': `daam_num_heads`=4 does not fit; .* 4 layers into equal chunks of at least 2, so use "
+         r"one of \[1, 2\]"),
         (6, dict(daam_num_heads=4), r"`daam_num_heads`=4 does not fit; .* 6 layers .* one of \[1, 2, 3\]"),
         (1, dict(), r"`daam_num_heads`=1 does not fit; .* 1 layers"),
-        (4, dict(daam_grid=[5, 5]), r"head_type='daam': `daam_grid`=\[5, 5\] does not fit; .* must equal 32 \(e.g. \[4, 8\]"),
+        (4, dict(daam_grid=[5, 5]),
+         r"head_type='daam': `daam_grid`=\[5, 5\] does not fit; .* must equal 32 \(e.g. \[4, 8\]"),
         (4, dict(daam_variant="gqdaam", daam_grid=[4, 8]), r"`daam_grid`=\[4, 8\] does not fit; .* must equal 512"),
         (4, dict(daam_variant="gq"), r"`daam_variant`='gq' is not supported; accepted values: 'daam', 'gqdaam'"),
         (4, dict(daam_conv_channels=0), r"`daam_conv_channels` must be a positive integer, got 0"),

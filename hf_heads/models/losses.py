@@ -33,13 +33,12 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config, num_
         return CrossEntropyLoss()(logits.view(-1, num_labels), labels.view(-1))
     if config.problem_type == "multi_label_classification":
         return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
-    raise ValueError(
-        f"`problem_type`={config.problem_type!r} is not supported; accepted values: {', '.join(map(repr, PROBLEM_TYPES))}."
-    )
+    accepted = ", ".join(map(repr, PROBLEM_TYPES))
+    raise ValueError(f"`problem_type`={config.problem_type!r} is not supported; accepted values: {accepted}.")
 
 
 def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
-    """Cross-entropy over every labelled token (label -100 marks tokens without one, as transformers' collators pad)."""
+    """Cross-entropy over every labelled token (label -100 marks tokens without one, as transformers' collators do)."""
     return CrossEntropyLoss()(logits.view(-1, num_labels).float(), labels.view(-1).to(logits.device))
 
 

@@ -94,15 +94,17 @@ class HeadedConfig(PreTrainedConfig):
     freeze_backbone: bool = False
 
     def __post_init__(self, **kwargs):
-        if isinstance(self.backbone_config, dict) and self.backbone_config.get("model_type") in CARRIED_BACKBONE_CONFIGS:
+        backbone = self.backbone_config
+        if isinstance(backbone, dict) and backbone.get("model_type") in CARRIED_BACKBONE_CONFIGS:
             # Resolved here, not by `AutoConfig`, which knows this package's backbones only where it is imported.
-            backbone = dict(self.backbone_config)
+            backbone = dict(backbone)
             self.backbone_config = CARRIED_BACKBONE_CONFIGS[backbone.pop("model_type")](**backbone)
         super().__post_init__(**kwargs)
         # Checked here rather than in a `validate_*` hook so users get a plain ValueError naming the field.
         if self.head_type not in HEADS and self.head_code is None:
+            accepted = ", ".join(map(repr, sorted(HEADS)))
             raise ValueError(
-                f"`head_type`={self.head_type!r} is not supported; accepted values: {', '.join(map(repr, sorted(HEADS)))} "
+                f"`head_type`={self.head_type!r} is not supported; accepted values: {accepted} "
                 "(`hf_heads.register_head` adds your own)."
             )
         _accepts("head_pooling", self.head_pooling, HEAD_POOLINGS)
@@ -110,10 +112,12 @@ class HeadedConfig(PreTrainedConfig):
         _accepts("daam_variant", self.daam_variant, DAAM_VARIANTS)
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"`head_dropout` must be in [0, 1), got {self.head_dropout!r}.")
-        positive = ("head_num_heads", "head_num_layers", "gaam_num_heads", "gaam_num_gaussians", "daam_conv_channels")
-        for name in positive + ("daam_num_heads",):
+        required = ("head_num_heads", "head_num_layers", "gaam_num_heads", "gaam_num_gaussians", "daam_conv_channels")
+        for name in required + ("daam_num_heads",):
             value = getattr(self, name)
-            if (value is not None or name in positive) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            if value is None and name not in required:
+                continue  # a default derived from the backbone
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if self.num_labels < 1:
             raise ValueError(f"`num_labels` must be at least 1, got {self.num_labels!r}.")

@@ -56,7 +56,7 @@ class Head(nn.Module):
     tasks: tuple = (SEQUENCE,)
     # Whether `extract` needs every layer's hidden states (`output_hidden_states=True`) or the last one only.
     reads_every_layer: bool = False
-    # A learning rate that trains this head well on a frozen backbone (the recipes' default; see benchmarks/quality.py).
+    # A learning rate that trains this head well on a frozen backbone (the recipes' default; benchmarks/quality.py).
     default_learning_rate: float = 1e-3
 
     def __init__(self, config, task: str):
@@ -77,7 +77,7 @@ class Head(nn.Module):
 
     @classmethod
     def feature_shape(cls, backbone_config) -> tuple:
-        """Shape of `feature` after the batch axis; `None` marks the sequence axis (then `attention_mask` goes along)."""
+        """Shape of `feature` after the batch axis; `None` marks a sequence axis (then `attention_mask` goes along)."""
         return (backbone_config.hidden_size,)
 
     @classmethod
@@ -96,7 +96,7 @@ class MeanHead(Head):
 
 
 class LastTokenHead(Head):
-    """A linear classifier on the last real token's hidden state (what a causal backbone has read the whole text at)."""
+    """A linear classifier on the last real token's hidden state (where a causal backbone has read the whole text)."""
 
     feature = "backbone_last_token_states"
     default_learning_rate = 3e-2
@@ -446,7 +446,8 @@ def register_head(name: str, head_class: type) -> None:
     if name in HEADS and HEADS[name] is not head_class:
         if HEADS[name].__module__ == __name__:
             raise ValueError(f"`name`={name!r} is a built-in head; pick another name.")
-        warnings.warn(f"head_type {name!r} was registered to {HEADS[name].__qualname__}; now {head_class.__qualname__}.")
+        previous = HEADS[name].__qualname__
+        warnings.warn(f"head_type {name!r} was registered to {previous}; now to {head_class.__qualname__}.")
     HEADS[name] = head_class
 
 

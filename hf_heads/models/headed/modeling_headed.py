@@ -34,6 +34,7 @@ from .readable_weights import ReadableWeightsMixin
 # This package's backbones, built from the code this folder carries (`AutoModel` knows them only where `hf_heads`
 # is imported).
 CARRIED_BACKBONES = {GaamGPT2Model.config_class.model_type: GaamGPT2Model}
+HUB_ARGUMENTS = ("cache_dir", "revision", "token", "local_files_only")
 
 
 def build_backbone(config) -> nn.Module:
@@ -89,10 +90,11 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         if kwargs.get("trust_remote_code"):
             config = kwargs.get("config")
             if not isinstance(config, HeadedConfig):
-                hub = {name: kwargs[name] for name in ("cache_dir", "revision", "token", "local_files_only") if name in kwargs}
+                hub = {name: kwargs[name] for name in HUB_ARGUMENTS if name in kwargs}
                 config = HeadedConfig.from_pretrained(pretrained_model_name_or_path, **hub)
             if config.head_type not in HEADS and config.head_code is not None:
-                HEADS[config.head_type] = get_class_from_dynamic_module(config.head_code, pretrained_model_name_or_path)
+                head_class = get_class_from_dynamic_module(config.head_code, pretrained_model_name_or_path)
+                HEADS[config.head_type] = head_class
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module):
