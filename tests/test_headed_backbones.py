@@ -34,9 +34,13 @@ BACKBONES = {
     "gaam_gpt2": lambda: GaamGPT2Config(
         n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64, gaam_num_heads=2
     ),
+    # GAAM in place of attention in every block (no KV attention at all).
+    "gaam_gpt2_replace": lambda: GaamGPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64, gaam_num_heads=2, gaam_placement="replace"
+    ),
     "llama": lambda: LlamaConfig(**SMALL, num_key_value_heads=2, max_position_embeddings=64),
 }
-DECODERS = ("gpt2", "gaam_gpt2", "llama")
+DECODERS = ("gpt2", "gaam_gpt2", "gaam_gpt2_replace", "llama")
 SEQUENCE_HEADS = [
     dict(head_type="mean"),
     dict(head_type="last_token"),
@@ -155,7 +159,7 @@ def test_one_backward_gives_every_trainable_parameter_a_gradient(backbone, head,
     model(input_ids=batch, attention_mask=mask, labels=labels).loss.backward()
     missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
-    if backbone == "gaam_gpt2":
+    if backbone.startswith("gaam_gpt2"):
         gaam = [p.grad for name, p in model.named_parameters() if ".gaam." in name and name.startswith("backbone")]
         assert gaam and all(grad.abs().sum() > 0 for grad in gaam)
 
