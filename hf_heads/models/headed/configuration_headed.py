@@ -57,8 +57,9 @@ class HeadedConfig(PreTrainedConfig):
     gaam_normalization (`str`, *optional*, defaults to `"mean"`):
         How the `"gaam_layers"` head's GAAM normalises its weights (`GaussianAdaptiveAttention(normalization=...)`):
         `"mean"` (weights average 1, so GAAM's branch keeps the states' scale), `"none"` (a gate in (0, 1]) or
-        `"sum"` (the reference's: weights sum to 1, so the branch is about 1/layers of the states). Configurations
-        saved before this field existed load with `"sum"`, the behaviour they were trained with.
+        `"sum"` (the reference's: weights sum to 1, so the branch is about 1/layers of the states). The default is
+        the measured best on BBC validation accuracy (benchmarks/results/quality.md: "mean" and "none" tie, "sum" is
+        lower). Configurations saved before this field existed load with `"sum"`, the behaviour they were trained with.
     daam_num_heads (`int`, *optional*):
         Heads of the `"daam"` gate, each over an equal chunk of at least 2 of the backbone's layers. Defaults to the
         largest of 8 (the authors' DAAMv1), 4, 2, 1 that does so.
