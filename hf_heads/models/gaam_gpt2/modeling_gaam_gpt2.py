@@ -16,7 +16,6 @@ import warnings
 
 import torch
 from torch import nn
-from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DummyLayer, DynamicCache
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
@@ -34,6 +33,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_gaam_gpt2 import GaamGPT2Config
 from .gaam_layer import GaussianAdaptiveAttention
+from .losses import classification_loss
 from .readable_weights import ReadableWeightsMixin
 
 
@@ -311,7 +311,7 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequence
         )
         pooled = self._pool(outputs.last_hidden_state, input_ids, attention_mask)
         logits = self.score(pooled)
-        loss = None if labels is None else self._loss(logits, labels)
+        loss = None if labels is None else classification_loss(logits, labels, self.config, self.num_labels)
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=logits,
@@ -345,22 +345,6 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequence
         positions = torch.arange(sequence_length, device=hidden_states.device)
         last = (positions * real).argmax(-1)
         return hidden_states[torch.arange(batch_size, device=hidden_states.device), last]
-
-    def _loss(self, logits, labels) -> torch.Tensor:
-        labels = labels.to(logits.device)
-        if self.config.problem_type is None:
-            if self.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        if self.config.problem_type == "regression":
-            return MSELoss()(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
-        if self.config.problem_type == "single_label_classification":
-            return CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
-        return BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
-
 
 class GaamGPT2ForTokenClassification(GaamGPT2PreTrainedModel, GPT2ForTokenClassification):
     pass
