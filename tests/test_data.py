@@ -104,9 +104,9 @@ def test_numbers_in_a_csv_text_column_are_text(tmp_path):
 @pytest.mark.parametrize(
     "record, message",
     [
-        ({"text": 5, "label": "a"}, r"train file '.*train.jsonl': column 'text' holds a int at row 2 \(0-based\)"),
-        ({"text": ["a", "b"], "label": "a"}, r"column 'text' holds a list at row 2"),
-        ({"text": {"title": "a"}, "label": "a"}, r"column 'text' holds a dict at row 2"),
+        ({"text": 5, "label": "a"}, r"train file '.*train.jsonl': column 'text' holds a value of type int at row 2 \(0-based\)"),
+        ({"text": ["a", "b"], "label": "a"}, r"column 'text' holds a value of type list at row 2"),
+        ({"text": {"title": "a"}, "label": "a"}, r"column 'text' holds a value of type dict at row 2"),
     ],
 )
 def test_non_string_texts_name_file_column_row_and_type(tmp_path, record, message):
