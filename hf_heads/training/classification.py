@@ -33,7 +33,7 @@ from .initialization import initialize_new_weights
 from .labels import PROBLEM_TYPES, encode_labels
 from .metrics import compute_metrics_for, load_metric, predictions_for
 from .outputs import save_model_and_results
-from .recipe import Recipe, card_hyperparameters, dataset_label, first_batches
+from .recipe import Recipe, card_hyperparameters, dataset_label
 from .splits import carve_validation, limit_rows
 from .tokenizer import fit_tokenizer_to_model, ready_for_training
 
@@ -334,12 +334,12 @@ class ClassifierRecipe(Recipe):
         save_model_and_results(trainer, self.tokenizer, metrics, model=model)
 
     def save_extras(self, trainer, metrics: dict) -> None:
-        from hf_heads.hub import plot_confusion_matrix, plot_loss_curves, write_model_card
+        from hf_heads.hub import plot_confusion_matrix, write_model_card
 
         output_dir = Path(self.training_args.output_dir)
         model = trainer.model.get_base_model() if self.head_args.lora_r else trainer.model
-        images = {"Loss curves": "loss_curves.png"}
-        plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
+        held_out = self.datasets.get("validation", self.datasets.get("test", self.datasets["train"]))
+        images = self.common_plots(trainer, model, held_out)
         if self.labels.is_single_label and self.predictions is not None:
             logits = self.predictions.predictions
             matrix = load_metric("single_label").compute(
@@ -348,11 +348,6 @@ class ClassifierRecipe(Recipe):
             )["confusion_matrix"]
             plot_confusion_matrix(matrix, self.labels.names, output_dir / "confusion_matrix.png")
             images["Confusion matrix"] = "confusion_matrix.png"
-        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
-            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(
-                self.datasets.get("validation", self.datasets.get("test", self.datasets["train"])))))
-            hf_heads.plot_importance(factors, output_dir / "gaam_importance.png")
-            images["GAAM Importance Factor"] = "gaam_importance.png"
         reported = {"single_label_classification": {"accuracy": "test_accuracy", "f1": "test_macro_f1"},
                     "multi_label_classification": {"micro_f1": "test_micro_f1", "macro_f1": "test_macro_f1"},
                     "regression": {"mse": "test_mse", "mae": "test_mae", "pearson_r": "test_pearson_r"}}

@@ -21,7 +21,7 @@ from hf_heads.tokenization import TEXT8_ALPHABET, CharTokenizer, train_bpe_token
 from .arguments import DataArguments, ModelArguments, RecipeTrainingArguments, usage_text
 from .initialization import initialize_new_weights
 from .lm_data import hold_out_tail, load_text_corpus, normalize_to_alphabet, pack_into_blocks
-from .recipe import Recipe, card_hyperparameters, dataset_label, first_batches
+from .recipe import Recipe, card_hyperparameters, dataset_label
 from .tokenizer import fit_tokenizer_to_model
 
 
@@ -172,16 +172,11 @@ class LanguageModelRecipe(Recipe):
                 "test_samples": 0}
 
     def save_extras(self, trainer, metrics: dict) -> None:
-        from hf_heads.hub import plot_loss_curves, write_model_card
+        from hf_heads.hub import write_model_card
 
         output_dir = Path(self.training_args.output_dir)
         model = trainer.model
-        images = {"Loss curves": "loss_curves.png"}
-        plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
-        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
-            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader()))
-            hf_heads.plot_importance(factors, output_dir / "gaam_importance.png")
-            images["GAAM Importance Factor"] = "gaam_importance.png"
+        images = self.common_plots(trainer, model, self.datasets["validation"])
         reported = {"loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"]}
         if "eval_bits_per_character" in metrics:
             reported["bits_per_character"] = metrics["eval_bits_per_character"]

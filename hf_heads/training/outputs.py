@@ -1,6 +1,5 @@
 """The output folder: refused when it holds a model, resumed from a complete checkpoint, written model first."""
 
-import json
 from pathlib import Path
 
 
@@ -75,6 +74,3 @@ def print_output_folder(output_dir) -> str:
     print(text)
     return text
 
-
-def write_json(path: Path, values: dict) -> None:
-    Path(path).write_text(json.dumps(values, indent=2))

@@ -200,6 +200,22 @@ class Recipe:
 
     def save_extras(self, trainer, metrics: dict) -> None:
         """Plots and the model card, written after the model is safe."""
+        raise NotImplementedError
+
+    def common_plots(self, trainer, model, dataset) -> dict[str, str]:
+        """Loss curves and, for a model with GAAM layers, the Importance Factor heatmap on a sample of `dataset`;
+        returns {title: file} for the card."""
+        import hf_heads
+        from hf_heads.hub import plot_loss_curves
+
+        output_dir = Path(self.training_args.output_dir)
+        images = {"Loss curves": "loss_curves.png"}
+        plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
+        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
+            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(dataset)))
+            hf_heads.plot_importance(factors, output_dir / "gaam_importance.png")
+            images["GAAM Importance Factor"] = "gaam_importance.png"
+        return images
 
 
 def trainable_parameters_line(model, training_args) -> str:
