@@ -13,7 +13,8 @@ from hf_heads.training.labels import encode_labels
 
 TINY = ["--model_type", "gpt2", "--config_overrides", "n_layer=1,n_embd=32,n_head=2", "--tokenizer_vocab_size", "300",
         "--max_length", "16", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no"]
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "mango", "rocket", "violet", "castle", "pepper", "zebra"]
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "mango", "rocket", "violet", "castle", "pepper",
+         "zebra"]
 
 
 def write_csv(path, header, rows):
@@ -28,7 +29,8 @@ def write_jsonl(path, rows):
 
 def keyword_rows(labels, per_class):
     """Texts that name their class with one word, so a tiny model learns them in a few steps."""
-    return [(f"this text is about {WORDS[index]}", label) for index, label in enumerate(labels) for _ in range(per_class)]
+    return [(f"this text is about {WORDS[index]}", label)
+            for index, label in enumerate(labels) for _ in range(per_class)]
 
 
 def test_twelve_integer_classes_reach_pipeline_as_the_users_labels(tmp_path):
