@@ -95,6 +95,8 @@ def test_a_class_label_feature_is_kept_as_given():
         (["a", "a"], {}, r"single class \('a'\).*at least 2.*--problem_type regression"),
         ([0.5, 1.5], {}, r"non-integral number 0.5 at row 0.*--problem_type regression"),
         ([[0, 1], [1]], {}, r"holds a list.*--problem_type multi_label_classification"),
+        ([{"stars": 1}, {"stars": 2}], {}, r"holds a dict \(\{'stars': 1\}\) at row 0 .*accepted labels: integers or "
+                                           r"strings \(single-label\), lists \(multi-label\), numbers \(regression\)"),
         ([1, 2], {"test": [3]}, r"The test split has labels \[3\] that the training split does not"),
         ([1, 2], {"validation": ["1"]}, r"mixes numbers and strings: 1 \(train split, row 0.*'1' \(validation split"),
     ],
