@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hf_heads.models.headed.heads import HEADS
 from hf_heads.training.classification import ClassifierRecipe, main
 from hf_heads.training.language_modeling import LanguageModelRecipe
 
@@ -126,7 +127,7 @@ def test_a_frozen_head_trains_with_its_own_learning_rate_unless_given(tmp_path):
               "--dataset_name", "bbc_news", "--output_dir", str(tmp_path / "out")]
     recipe = ClassifierRecipe.from_argv(common)
     recipe.check_arguments()
-    assert recipe.training_args.learning_rate == 1e-2
+    assert recipe.training_args.learning_rate == HEADS["gaam_layers"].default_learning_rate
     recipe = ClassifierRecipe.from_argv([*common, "--learning_rate", "3e-4"])
     recipe.check_arguments()
     assert recipe.training_args.learning_rate == 3e-4

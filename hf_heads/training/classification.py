@@ -18,6 +18,7 @@ from transformers import (
 import hf_heads
 from hf_heads.features import CachedFeaturesCollator, cache_backbone_features
 from hf_heads.models.headed.configuration_headed import HEAD_TYPES, HeadedConfig
+from hf_heads.models.headed.heads import HEADS
 from hf_heads.tokenization import train_bpe_tokenizer
 
 from .arguments import DataArguments, ModelArguments, RecipeTrainingArguments, usage_text
@@ -40,18 +41,6 @@ from .tokenizer import fit_tokenizer_to_model, ready_for_training
 
 
 MODEL_CLASSES = {"gpt2": GPT2ForSequenceClassification, "gaam_gpt2": hf_heads.GaamGPT2ForSequenceClassification}
-
-# The learning rate each head type trains well with on a frozen backbone (measured on BBC News with a frozen
-# all-MiniLM-L6-v2, benchmarks/quality.py). A head class's own `default_learning_rate` takes precedence.
-HEAD_LEARNING_RATES = {"gaam_layers": 1e-2, "mean": 1e-2, "last_token": 1e-2, "attention": 1e-3}
-
-
-def head_learning_rate(head_type: str) -> float:
-    from hf_heads.models.headed import heads
-
-    head_class = getattr(heads, "HEADS", {}).get(head_type)
-    return getattr(head_class, "default_learning_rate", HEAD_LEARNING_RATES[head_type])
-
 
 @dataclass
 class ClassifierModelArguments(ModelArguments):
@@ -205,7 +194,7 @@ class ClassifierRecipe(Recipe):
                 raise ValueError(f"`--{name}` must be a positive number of rows (or left out for all), got {value}.")
         super().check_arguments()
         if head.head_type is not None and head.freeze_backbone and "learning_rate" not in self.explicit:
-            self.training_args.learning_rate = head_learning_rate(head.head_type)
+            self.training_args.learning_rate = HEADS[head.head_type].default_learning_rate
             print(f"Learning rate {self.training_args.learning_rate:g}: the {head.head_type!r} head's default on a "
                   "frozen backbone (set --learning_rate to change it).")
 
