@@ -1,0 +1,493 @@
+// Fused CPU kernel of GaussianAdaptiveAttention (layer.py): output x * w and its backward, in few passes over memory.
+//
+// Plain C++ with OpenMP and no torch headers, so that it builds in a second with the system compiler; layer.py
+// builds it on first use, loads it with ctypes, and falls back to its exact PyTorch path when it cannot.
+// The math is layer.py's `_GaussianWeights` (same formulas, same order of per-head scalars), fused: per head
+// segment the input is read from memory once, later passes run on the segment while it sits in cache.
+//
+// Geometry: x is contiguous (outer, L, inner), the normalised axis has length L. For each outer index b, head h
+// covers ranks [starts[b][h], starts[b][h + 1]) of b's position list (positions[b], or the identity when null);
+// ranks from starts[b][H] on are padding and pass through. A null `row_valid` means every outer row is real,
+// otherwise rows with 0 pass through.
+// Per (b, h, j) statistics saved for the backward: mean, var, peak (min of z^2), factor, clamped.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+enum Normalization { kSum = 0, kMean = 1, kNone = 2 };
+constexpr int64_t kTile = 64;  // columns per task on the strided layout: a segment's tile stays in L1/L2
+constexpr int kStats = 5;
+constexpr int kParamGrads = 4;
+
+// exp for float, branch-free so that loops over it vectorise (Cephes' expf: range reduction to [-ln2/2, ln2/2]
+// and a degree-6 polynomial, ~1 ulp). Arguments here are <= 0; below the float range it returns 0 like expf.
+inline float exp_of(float x) {
+  const float clamped = std::max(x, -87.0f);
+  const float n = std::nearbyint(clamped * 1.44269504088896341f);
+  const float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t exponent = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent, sizeof scale);
+  return x < -87.0f ? 0.0f : p * scale;
+}
+
+inline double exp_of(double x) { return std::exp(x); }
+
+template <typename T>
+struct Head {
+  T precision, shift, spread, log_norm;
+};
+
+// Per segment (one column j of one head): the scalars of the forward, given its sums.
+template <typename T>
+struct SegmentStats {
+  T mean, var, scale, peak, factor;
+  bool clamped;
+};
+
+// The normaliser of exp(peak - z^2) once its sum is known: layer.py's `factor`.
+template <typename T>
+inline void finish_factor(SegmentStats<T>& s, const Head<T>& head, T total, int64_t n, T eps, int mode) {
+  s.clamped = false;
+  if (mode == kNone) {
+    s.factor = T(1);
+    return;
+  }
+  const T normal = T(1) / total;
+  if (mode == kMean) {
+    s.factor = normal * T(n);
+    return;
+  }
+  const T k = head.log_norm - T(0.5) * head.spread / s.var;
+  const T floored = exp_of(static_cast<T>(k - s.peak)) / eps;
+  s.clamped = floored < normal;
+  s.factor = s.clamped ? floored : normal;
+}
+
+// Backward scalars of one segment, from beta = sum(dL/dw * w), S0 = sum(grad_z) and S1 = sum(grad_z * z): with
+// grad_centered = grad_z * a + centered * b, the coefficients a, b and the four per-head parameter gradients.
+template <typename T>
+struct BackwardScalars {
+  T a, b;
+  T grads[kParamGrads];
+};
+
+template <typename T>
+inline T softmax_beta(T beta, bool clamped, int64_t n, int mode) {
+  if (mode == kSum) return clamped ? T(0) : beta;
+  if (mode == kMean) return beta / T(n);
+  return T(0);
+}
+
+template <typename T>
+inline BackwardScalars<T> backward_scalars(const SegmentStats<T>& s, const Head<T>& head, T beta, T s0, T s1,
+                                           int64_t bessel, int mode) {
+  const T grad_k = (mode == kSum && s.clamped) ? beta : T(0);
+  const T grad_scale = s1 / s.scale;
+  const T grad_shift = -s.scale * s0;
+  const T grad_var = (head.spread * grad_k / s.var - s.scale * grad_scale) / (T(2) * s.var);
+  BackwardScalars<T> r;
+  r.a = s.scale;
+  r.b = T(2) * grad_var / T(bessel);
+  r.grads[0] = grad_scale * s.scale / (T(2) * head.precision);
+  r.grads[1] = grad_shift;
+  r.grads[2] = -grad_k / (T(2) * s.var);
+  r.grads[3] = grad_k;
+  return r;
+}
+
+template <typename T>
+inline void load_stats(const T* stats, SegmentStats<T>& s, const Head<T>& head) {
+  s.mean = stats[0];
+  s.var = stats[1];
+  s.peak = stats[2];
+  s.factor = stats[3];
+  s.clamped = stats[4] != T(0);
+  s.scale = std::sqrt(T(0.5) * head.precision / s.var);
+}
+
+template <typename T>
+inline void store_stats(T* stats, const SegmentStats<T>& s) {
+  stats[0] = s.mean;
+  stats[1] = s.var;
+  stats[2] = s.peak;
+  stats[3] = s.factor;
+  stats[4] = s.clamped ? T(1) : T(0);
+}
+
+struct Geometry {
+  int64_t outer, length, inner, heads;
+  const int64_t* positions;
+  int64_t positions_stride;
+  const int64_t* starts;
+  int64_t starts_stride;
+  const uint8_t* row_valid;
+  int threads;
+
+  const int64_t* starts_of(int64_t b) const { return starts + b * starts_stride; }
+  bool real_row(int64_t b) const { return row_valid == nullptr || row_valid[b] != 0; }
+};
+
+template <typename T>
+Head<T> head_of(const T* params, int64_t h, int64_t heads) {
+  return {params[h], params[heads + h], params[2 * heads + h], params[3 * heads + h]};
+}
+
+// ---- Contiguous segments (inner == 1, identity positions): vectorised along the segment. ----
+
+template <typename T>
+void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
+  const int64_t tasks = g.outer * g.heads;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> zs(g.length);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / g.heads, h = task % g.heads;
+      const int64_t* starts = g.starts_of(b);
+      const int64_t start = starts[h], n = starts[h + 1] - start;
+      const T* xs = x + b * g.length + start;
+      T* os = out + b * g.length + start;
+      if (!g.real_row(b)) {
+        std::copy(xs, xs + n, os);
+        continue;
+      }
+      if (n == 0) continue;
+      const Head<T> head = head_of(params, h, g.heads);
+      SegmentStats<T> s;
+      T sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t k = 0; k < n; ++k) sum += xs[k];
+      s.mean = sum / T(n);
+      T squares = 0;
+#pragma omp simd reduction(+ : squares)
+      for (int64_t k = 0; k < n; ++k) squares += (xs[k] - s.mean) * (xs[k] - s.mean);
+      s.var = squares / T(std::max<int64_t>(n - 1, 1)) + eps;
+      s.scale = std::sqrt(T(0.5) * head.precision / s.var);
+      const T offset = -head.shift * s.scale;
+      T peak = mode == kNone ? T(0) : INFINITY;
+      T* z = zs.data();
+      if (mode == kNone) {
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) z[k] = offset + (xs[k] - s.mean) * s.scale;
+      } else {
+#pragma omp simd reduction(min : peak)
+        for (int64_t k = 0; k < n; ++k) {
+          z[k] = offset + (xs[k] - s.mean) * s.scale;
+          peak = std::min(peak, z[k] * z[k]);
+        }
+      }
+      s.peak = peak;
+      T total = 0;
+#pragma omp simd reduction(+ : total)
+      for (int64_t k = 0; k < n; ++k) {
+        z[k] = exp_of(static_cast<T>(peak - z[k] * z[k]));  // z's slot now holds exp(peak - z^2)
+        total += z[k];
+      }
+      finish_factor(s, head, total, n, eps, mode);
+      const T factor = s.factor;
+#pragma omp simd
+      for (int64_t k = 0; k < n; ++k) os[k] = xs[k] * (z[k] * factor);
+      store_stats(stats + task * kStats, s);
+    }
+  }
+}
+
+template <typename T>
+void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params,
+                   T* param_grads, int mode) {
+  const int64_t tasks = g.outer * g.heads;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> buffer(3 * g.length);
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / g.heads, h = task % g.heads;
+      const int64_t* starts = g.starts_of(b);
+      const int64_t start = starts[h], n = starts[h + 1] - start;
+      const T* xs = x + b * g.length + start;
+      const T* gos = grad_out + b * g.length + start;
+      T* gxs = grad_x + b * g.length + start;
+      T* pg = param_grads + task * kParamGrads;
+      std::fill(pg, pg + kParamGrads, T(0));
+      if (!g.real_row(b)) {
+        std::copy(gos, gos + n, gxs);
+        continue;
+      }
+      if (n == 0) continue;
+      const Head<T> head = head_of(params, h, g.heads);
+      SegmentStats<T> s;
+      load_stats(stats + task * kStats, s, head);
+      const T offset = -head.shift * s.scale, peak = s.peak, factor = s.factor;
+      T* z = buffer.data();
+      T* w = z + g.length;
+      T* gw = w + g.length;
+      T beta = 0;
+#pragma omp simd reduction(+ : beta)
+      for (int64_t k = 0; k < n; ++k) {
+        z[k] = offset + (xs[k] - s.mean) * s.scale;
+        w[k] = exp_of(static_cast<T>(peak - z[k] * z[k])) * factor;
+        gw[k] = gos[k] * xs[k];
+        beta += gw[k] * w[k];
+      }
+      const T beta_q = softmax_beta(beta, s.clamped, n, mode);
+      T s0 = 0, s1 = 0;
+#pragma omp simd reduction(+ : s0, s1)
+      for (int64_t k = 0; k < n; ++k) {
+        const T grad_z = T(2) * ((beta_q - gw[k]) * w[k]) * z[k];
+        gw[k] = grad_z;  // gw's slot now holds grad_z
+        s0 += grad_z;
+        s1 += grad_z * z[k];
+      }
+      const BackwardScalars<T> r = backward_scalars(s, head, beta, s0, s1, std::max<int64_t>(n - 1, 1), mode);
+      // grad_x = grad_centered - mean(grad_centered): summed as computed, since the centred values only sum to 0
+      // up to rounding, which a narrow head's large b would amplify.
+      T sum_centered = 0;
+#pragma omp simd reduction(+ : sum_centered)
+      for (int64_t k = 0; k < n; ++k) {
+        gw[k] = gw[k] * r.a + (xs[k] - s.mean) * r.b;  // gw's slot now holds grad_centered
+        sum_centered += gw[k];
+      }
+      const T mean_centered = sum_centered / T(n);
+#pragma omp simd
+      for (int64_t k = 0; k < n; ++k) gxs[k] = gw[k] - mean_centered + gos[k] * w[k];
+      std::copy(r.grads, r.grads + kParamGrads, pg);
+    }
+  }
+}
+
+// ---- Strided segments (inner > 1 or a position list): vectorised across a tile of columns. ----
+
+template <typename T>
+void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
+  const int64_t tiles = (g.inner + kTile - 1) / kTile;
+  const int64_t tasks = g.outer * g.heads * tiles;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> zs(g.length * kTile);
+    T mean[kTile], scale[kTile], peak[kTile], total[kTile];
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / (g.heads * tiles), h = task / tiles % g.heads, tile = task % tiles;
+      const int64_t j0 = tile * kTile, width = std::min(kTile, g.inner - j0);
+      const int64_t* starts = g.starts_of(b);
+      const int64_t* positions = g.positions ? g.positions + b * g.positions_stride : nullptr;
+      const T* xb = x + b * g.length * g.inner + j0;
+      T* ob = out + b * g.length * g.inner + j0;
+      auto row = [&](int64_t rank) { return (positions ? positions[rank] : rank) * g.inner; };
+      // The last head's tasks also carry the padding ranks (pass-through), so each is written exactly once.
+      if (h == g.heads - 1 || !g.real_row(b)) {
+        const int64_t from = g.real_row(b) ? starts[g.heads] : (h == g.heads - 1 ? 0 : g.length);
+        for (int64_t rank = from; rank < g.length; ++rank) std::copy(xb + row(rank), xb + row(rank) + width, ob + row(rank));
+      }
+      if (!g.real_row(b)) continue;
+      const int64_t start = starts[h], n = starts[h + 1] - start;
+      if (n == 0) continue;
+      const Head<T> head = head_of(params, h, g.heads);
+      std::fill(mean, mean + width, T(0));
+      for (int64_t k = 0; k < n; ++k) {
+        const T* xr = xb + row(start + k);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) mean[j] += xr[j];
+      }
+      for (int64_t j = 0; j < width; ++j) mean[j] /= T(n);
+      std::fill(total, total + width, T(0));  // sum of squares first
+      for (int64_t k = 0; k < n; ++k) {
+        const T* xr = xb + row(start + k);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) total[j] += (xr[j] - mean[j]) * (xr[j] - mean[j]);
+      }
+      SegmentStats<T> s[kTile];
+      const T bessel = T(std::max<int64_t>(n - 1, 1));
+      for (int64_t j = 0; j < width; ++j) {
+        s[j].mean = mean[j];
+        s[j].var = total[j] / bessel + eps;
+        s[j].scale = scale[j] = std::sqrt(T(0.5) * head.precision / s[j].var);
+        peak[j] = mode == kNone ? T(0) : INFINITY;
+      }
+      const T shift = head.shift;
+      for (int64_t k = 0; k < n; ++k) {
+        const T* xr = xb + row(start + k);
+        T* z = zs.data() + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          z[j] = -shift * scale[j] + (xr[j] - mean[j]) * scale[j];
+          if (mode != kNone) peak[j] = std::min(peak[j], z[j] * z[j]);
+        }
+      }
+      std::fill(total, total + width, T(0));
+      for (int64_t k = 0; k < n; ++k) {
+        T* z = zs.data() + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          z[j] = exp_of(static_cast<T>(peak[j] - z[j] * z[j]));
+          total[j] += z[j];
+        }
+      }
+      T factor[kTile];
+      for (int64_t j = 0; j < width; ++j) {
+        s[j].peak = peak[j];
+        finish_factor(s[j], head, total[j], n, eps, mode);
+        factor[j] = s[j].factor;
+        store_stats(stats + ((b * g.heads + h) * g.inner + j0 + j) * kStats, s[j]);
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t r = row(start + k);
+        const T* z = zs.data() + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) ob[r + j] = xb[r + j] * (z[j] * factor[j]);
+      }
+    }
+  }
+}
+
+template <typename T>
+void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params,
+                      T* param_grads, int mode) {
+  const int64_t tiles = (g.inner + kTile - 1) / kTile;
+  const int64_t tasks = g.outer * g.heads * tiles;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> buffer(3 * g.length * kTile);
+    T mean[kTile], scale[kTile], peak[kTile], factor[kTile], beta[kTile], beta_q[kTile], s0[kTile], s1[kTile],
+        a[kTile], bcoef[kTile], mean_centered[kTile];
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / (g.heads * tiles), h = task / tiles % g.heads, tile = task % tiles;
+      const int64_t j0 = tile * kTile, width = std::min(kTile, g.inner - j0);
+      const int64_t* starts = g.starts_of(b);
+      const int64_t* positions = g.positions ? g.positions + b * g.positions_stride : nullptr;
+      const T* xb = x + b * g.length * g.inner + j0;
+      const T* gob = grad_out + b * g.length * g.inner + j0;
+      T* gxb = grad_x + b * g.length * g.inner + j0;
+      T* pg = param_grads + ((b * g.heads + h) * g.inner + j0) * kParamGrads;
+      std::fill(pg, pg + width * kParamGrads, T(0));
+      auto row = [&](int64_t rank) { return (positions ? positions[rank] : rank) * g.inner; };
+      if (h == g.heads - 1 || !g.real_row(b)) {
+        const int64_t from = g.real_row(b) ? starts[g.heads] : (h == g.heads - 1 ? 0 : g.length);
+        for (int64_t rank = from; rank < g.length; ++rank)
+          std::copy(gob + row(rank), gob + row(rank) + width, gxb + row(rank));
+      }
+      if (!g.real_row(b)) continue;
+      const int64_t start = starts[h], n = starts[h + 1] - start;
+      if (n == 0) continue;
+      const Head<T> head = head_of(params, h, g.heads);
+      SegmentStats<T> s[kTile];
+      for (int64_t j = 0; j < width; ++j) {
+        load_stats(stats + ((b * g.heads + h) * g.inner + j0 + j) * kStats, s[j], head);
+        mean[j] = s[j].mean;
+        scale[j] = s[j].scale;
+        peak[j] = s[j].peak;
+        factor[j] = s[j].factor;
+        beta[j] = s0[j] = s1[j] = mean_centered[j] = T(0);
+      }
+      const T shift = head.shift;
+      T* zs = buffer.data();
+      T* ws = zs + g.length * kTile;
+      T* gws = ws + g.length * kTile;
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t r = row(start + k);
+        T* z = zs + k * kTile;
+        T* w = ws + k * kTile;
+        T* gw = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          z[j] = -shift * scale[j] + (xb[r + j] - mean[j]) * scale[j];
+          w[j] = exp_of(static_cast<T>(peak[j] - z[j] * z[j])) * factor[j];
+          gw[j] = gob[r + j] * xb[r + j];
+          beta[j] += gw[j] * w[j];
+        }
+      }
+      for (int64_t j = 0; j < width; ++j) beta_q[j] = softmax_beta(beta[j], s[j].clamped, n, mode);
+      for (int64_t k = 0; k < n; ++k) {
+        const T* z = zs + k * kTile;
+        const T* w = ws + k * kTile;
+        T* gw = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          const T grad_z = T(2) * ((beta_q[j] - gw[j]) * w[j]) * z[j];
+          gw[j] = grad_z;
+          s0[j] += grad_z;
+          s1[j] += grad_z * z[j];
+        }
+      }
+      const int64_t bessel = std::max<int64_t>(n - 1, 1);
+      for (int64_t j = 0; j < width; ++j) {
+        const BackwardScalars<T> r = backward_scalars(s[j], head, beta[j], s0[j], s1[j], bessel, mode);
+        a[j] = r.a;
+        bcoef[j] = r.b;
+        std::copy(r.grads, r.grads + kParamGrads, pg + j * kParamGrads);
+      }
+      for (int64_t k = 0; k < n; ++k) {  // grad_centered, summed as computed (see rows_backward)
+        const int64_t r = row(start + k);
+        T* gc = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          gc[j] = gc[j] * a[j] + (xb[r + j] - mean[j]) * bcoef[j];
+          mean_centered[j] += gc[j];
+        }
+      }
+      for (int64_t j = 0; j < width; ++j) mean_centered[j] /= T(n);
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t r = row(start + k);
+        const T* w = ws + k * kTile;
+        const T* gc = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) gxb[r + j] = gc[j] - mean_centered[j] + gob[r + j] * w[j];
+      }
+    }
+  }
+}
+
+template <typename T>
+void forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
+  if (g.inner == 1 && g.positions == nullptr)
+    rows_forward(g, x, out, stats, params, eps, mode);
+  else
+    columns_forward(g, x, out, stats, params, eps, mode);
+}
+
+template <typename T>
+void backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params,
+              T* param_grads, int mode) {
+  if (g.inner == 1 && g.positions == nullptr)
+    rows_backward(g, x, grad_out, grad_x, stats, params, param_grads, mode);
+  else
+    columns_backward(g, x, grad_out, grad_x, stats, params, param_grads, mode);
+}
+
+}  // namespace
+
+#define GAAM_ENTRY_POINTS(T, SUFFIX)                                                                                \
+  extern "C" void gaam_forward_##SUFFIX(const T* x, T* out, T* stats, const T* params, int64_t outer,              \
+                                        int64_t length, int64_t inner, int64_t heads, const int64_t* positions,    \
+                                        int64_t positions_stride, const int64_t* starts, int64_t starts_stride,    \
+                                        const uint8_t* row_valid, double eps, int mode, int threads) {             \
+    const Geometry g{outer, length, inner, heads, positions, positions_stride, starts, starts_stride, row_valid,   \
+                     threads};                                                                                     \
+    forward<T>(g, x, out, stats, params, static_cast<T>(eps), mode);                                               \
+  }                                                                                                                \
+  extern "C" void gaam_backward_##SUFFIX(const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params, \
+                                         T* param_grads, int64_t outer, int64_t length, int64_t inner,             \
+                                         int64_t heads, const int64_t* positions, int64_t positions_stride,        \
+                                         const int64_t* starts, int64_t starts_stride, const uint8_t* row_valid,   \
+                                         int mode, int threads) {                                                  \
+    const Geometry g{outer, length, inner, heads, positions, positions_stride, starts, starts_stride, row_valid,   \
+                     threads};                                                                                     \
+    backward<T>(g, x, grad_out, grad_x, stats, params, param_grads, mode);                                         \
+  }
+
+GAAM_ENTRY_POINTS(float, f32)
+GAAM_ENTRY_POINTS(double, f64)
