@@ -133,6 +133,16 @@ def test_a_mask_along_the_first_axis_takes_the_exact_path(kernel_calls):
     assert not kernel_calls and torch.isfinite(output).all()
 
 
+def test_an_axis_longer_than_the_kernels_scratch_takes_the_exact_path(kernel_calls, monkeypatch):
+    _kernel_or_skip()
+    monkeypatch.setattr(gaam_layer, "_MAX_LENGTH", 16)
+    layer = GaussianAdaptiveAttention(2, 3, 1)
+    layer(torch.randn(2, 16, 3))
+    assert len(kernel_calls) == 1
+    output = layer(torch.randn(2, 17, 3))
+    assert len(kernel_calls) == 1 and torch.isfinite(output).all()
+
+
 def test_other_devices_take_the_exact_path(kernel_calls):
     layer = GaussianAdaptiveAttention(2, 3, -1).to("meta")
     output = layer(torch.empty(2, 5, 8, device="meta"))

@@ -218,6 +218,8 @@ _KERNEL_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-
 _KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 _MODES = {"sum": 0, "mean": 1, "none": 2}
 _STATS, _PARAM_GRADS = 5, 4  # per-segment values the kernel saves for, and returns from, the backward
+_GRAIN_SIZE = 32768  # elements per thread, as in PyTorch's own CPU kernels: a small input is not worth a thread team
+_MAX_LENGTH = 16384  # of the normalised axis: bounds the kernel's per-thread scratch (length x 64 columns x 3)
 _kernel = None  # the loaded library, False once it is known to be unavailable
 
 
@@ -232,9 +234,8 @@ def _cpu_signature() -> str:
 
 def _build_kernel() -> ctypes.CDLL:
     compiler = os.environ.get("CXX", "c++")
-    key = hashlib.sha256(
-        b"\0".join([_KERNEL_SOURCE.read_bytes(), " ".join([compiler, *_KERNEL_FLAGS]).encode(), _cpu_signature().encode()])
-    ).hexdigest()[:16]
+    build = [_KERNEL_SOURCE.read_bytes(), " ".join([compiler, *_KERNEL_FLAGS]).encode(), _cpu_signature().encode()]
+    key = hashlib.sha256(b"\0".join(build)).hexdigest()[:16]
     cache = Path(os.environ.get("HF_HEADS_CACHE", Path.home() / ".cache" / "hf_heads")) / "kernels"
     library = cache / f"gaam_kernel-{key}.so"
     if not library.exists():
@@ -273,6 +274,10 @@ def _fused_kernel():
                 stacklevel=3,
             )
     return _kernel or None
+
+
+def _threads_for(x: torch.Tensor) -> int:
+    return max(1, min(torch.get_num_threads(), x.numel() // _GRAIN_SIZE))
 
 
 def _fused_kernel_serves(x: torch.Tensor) -> bool:
@@ -328,7 +333,7 @@ class _FusedGaussianAttention(torch.autograd.Function):
         stats = x.new_empty(layout.outer, layout.num_heads, layout.inner, _STATS)
         getattr(kernel, f"gaam_forward_{suffix}")(
             x.data_ptr(), output.data_ptr(), stats.data_ptr(), parameters.data_ptr(), *layout.arguments(),
-            eps, _MODES[normalization], torch.get_num_threads(),
+            eps, _MODES[normalization], _threads_for(x),
         )  # fmt: skip
         ctx.layout, ctx.normalization = layout, normalization
         ctx.save_for_backward(x, stats, parameters)
@@ -344,7 +349,7 @@ class _FusedGaussianAttention(torch.autograd.Function):
         param_grads = x.new_empty(layout.outer, layout.num_heads, layout.inner, _PARAM_GRADS)
         getattr(_fused_kernel(), f"gaam_backward_{suffix}")(
             x.data_ptr(), grad_output.data_ptr(), grad_x.data_ptr(), stats.data_ptr(), parameters.data_ptr(),
-            param_grads.data_ptr(), *layout.arguments(), _MODES[ctx.normalization], torch.get_num_threads(),
+            param_grads.data_ptr(), *layout.arguments(), _MODES[ctx.normalization], _threads_for(x),
         )  # fmt: skip
         per_head = param_grads.sum((0, 2)).unbind(-1)
         return (grad_x, *per_head, None, None, None)
@@ -483,9 +488,9 @@ class GaussianAdaptiveAttention(nn.Module):
 
     def _fused_layout(self, x: torch.Tensor, axis: int, attention_mask: torch.Tensor | None):
         """The fused kernel's layout for `x`, or None where the exact path serves it."""
-        if not _fused_kernel_serves(x):
-            return None
         size = x.shape[axis]
+        if size > _MAX_LENGTH or not _fused_kernel_serves(x):
+            return None
         if attention_mask is None or axis >= attention_mask.dim():
             self._check_size(size, axis)
             chunk = size // self.num_heads
