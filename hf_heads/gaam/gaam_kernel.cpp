@@ -146,61 +146,88 @@ Head<T> head_of(const T* params, int64_t h, int64_t heads) {
 }
 
 // ---- Contiguous segments (inner == 1, identity positions): vectorised along the segment. ----
+// One task is one row, all its heads: each pass runs over every head before the next pass starts, so the heads'
+// short dependency chains (sum -> variance -> peak -> normaliser) overlap instead of running one after another.
 
 template <typename T>
 void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
-  const int64_t tasks = g.outer * g.heads;
+  const int64_t H = g.heads;
 #pragma omp parallel num_threads(g.threads)
   {
     std::vector<T> zs(g.length);
+    std::vector<SegmentStats<T>> s(H);
+    std::vector<T> sums(H);
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t b = task / g.heads, h = task % g.heads;
+    for (int64_t b = 0; b < g.outer; ++b) {
       const int64_t* starts = g.starts_of(b);
-      const int64_t start = starts[h], n = starts[h + 1] - start;
-      const T* xs = x + b * g.length + start;
-      T* os = out + b * g.length + start;
+      const T* xr = x + b * g.length;
+      T* orow = out + b * g.length;
       if (!g.real_row(b)) {
-        std::copy(xs, xs + n, os);
+        std::copy(xr, xr + g.length, orow);
         continue;
       }
-      if (n == 0) continue;
-      const Head<T> head = head_of(params, h, g.heads);
-      SegmentStats<T> s;
-      T sum = 0;
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        T sum = 0;
 #pragma omp simd reduction(+ : sum)
-      for (int64_t k = 0; k < n; ++k) sum += xs[k];
-      s.mean = sum / T(n);
-      T squares = 0;
+        for (int64_t k = 0; k < n; ++k) sum += xs[k];
+        s[h].mean = sum / T(n);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        const T mean = s[h].mean;
+        T squares = 0;
 #pragma omp simd reduction(+ : squares)
-      for (int64_t k = 0; k < n; ++k) squares += (xs[k] - s.mean) * (xs[k] - s.mean);
-      s.var = squares / T(std::max<int64_t>(n - 1, 1)) + eps;
-      s.scale = std::sqrt(T(0.5) * head.precision / s.var);
-      const T offset = -head.shift * s.scale;
-      T peak = mode == kNone ? T(0) : INFINITY;
-      T* z = zs.data();
-      if (mode == kNone) {
+        for (int64_t k = 0; k < n; ++k) squares += (xs[k] - mean) * (xs[k] - mean);
+        s[h].var = squares / T(std::max<int64_t>(n - 1, 1)) + eps;
+        s[h].scale = std::sqrt(T(0.5) * params[h] / s[h].var);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        T* z = zs.data() + starts[h];
+        const T mean = s[h].mean, scale = s[h].scale, offset = -params[H + h] * scale;
+        T peak = mode == kNone ? T(0) : INFINITY;
+        if (mode == kNone) {
 #pragma omp simd
-        for (int64_t k = 0; k < n; ++k) z[k] = offset + (xs[k] - s.mean) * s.scale;
-      } else {
+          for (int64_t k = 0; k < n; ++k) z[k] = offset + (xs[k] - mean) * scale;
+        } else {
 #pragma omp simd reduction(min : peak)
-        for (int64_t k = 0; k < n; ++k) {
-          z[k] = offset + (xs[k] - s.mean) * s.scale;
-          peak = std::min(peak, z[k] * z[k]);
+          for (int64_t k = 0; k < n; ++k) {
+            z[k] = offset + (xs[k] - mean) * scale;
+            peak = std::min(peak, z[k] * z[k]);
+          }
         }
+        s[h].peak = peak;
       }
-      s.peak = peak;
-      T total = 0;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = starts[h + 1] - starts[h];
+        T* z = zs.data() + starts[h];
+        const T peak = s[h].peak;
+        T total = 0;
 #pragma omp simd reduction(+ : total)
-      for (int64_t k = 0; k < n; ++k) {
-        z[k] = exp_of(static_cast<T>(peak - z[k] * z[k]));  // z's slot now holds exp(peak - z^2)
-        total += z[k];
+        for (int64_t k = 0; k < n; ++k) {
+          z[k] = exp_of(static_cast<T>(peak - z[k] * z[k]));  // z's slot now holds exp(peak - z^2)
+          total += z[k];
+        }
+        sums[h] = total;
       }
-      finish_factor(s, head, total, n, eps, mode);
-      const T factor = s.factor;
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = starts[h + 1] - starts[h];
+        finish_factor(s[h], head_of(params, h, H), sums[h], n, eps, mode);
+        store_stats(stats + (b * H + h) * kStats, s[h]);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        T* os = orow + starts[h];
+        const T* z = zs.data() + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        const T factor = s[h].factor;
 #pragma omp simd
-      for (int64_t k = 0; k < n; ++k) os[k] = xs[k] * (z[k] * factor);
-      store_stats(stats + task * kStats, s);
+        for (int64_t k = 0; k < n; ++k) os[k] = xs[k] * (z[k] * factor);
+      }
     }
   }
 }
@@ -208,62 +235,92 @@ void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* para
 template <typename T>
 void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params,
                    T* param_grads, int mode) {
-  const int64_t tasks = g.outer * g.heads;
+  const int64_t H = g.heads;
 #pragma omp parallel num_threads(g.threads)
   {
     std::vector<T> buffer(3 * g.length);
+    std::vector<SegmentStats<T>> s(H);
+    std::vector<T> beta(H), s0(H), s1(H), a(H), bcoef(H), mean_centered(H);
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t b = task / g.heads, h = task % g.heads;
+    for (int64_t b = 0; b < g.outer; ++b) {
       const int64_t* starts = g.starts_of(b);
-      const int64_t start = starts[h], n = starts[h + 1] - start;
-      const T* xs = x + b * g.length + start;
-      const T* gos = grad_out + b * g.length + start;
-      T* gxs = grad_x + b * g.length + start;
-      T* pg = param_grads + task * kParamGrads;
-      std::fill(pg, pg + kParamGrads, T(0));
+      const T* xr = x + b * g.length;
+      const T* gor = grad_out + b * g.length;
+      T* gxr = grad_x + b * g.length;
+      T* pg = param_grads + b * H * kParamGrads;
+      std::fill(pg, pg + H * kParamGrads, T(0));
       if (!g.real_row(b)) {
-        std::copy(gos, gos + n, gxs);
+        std::copy(gor, gor + g.length, gxr);
         continue;
       }
-      if (n == 0) continue;
-      const Head<T> head = head_of(params, h, g.heads);
-      SegmentStats<T> s;
-      load_stats(stats + task * kStats, s, head);
-      const T offset = -head.shift * s.scale, peak = s.peak, factor = s.factor;
-      T* z = buffer.data();
-      T* w = z + g.length;
-      T* gw = w + g.length;
-      T beta = 0;
-#pragma omp simd reduction(+ : beta)
-      for (int64_t k = 0; k < n; ++k) {
-        z[k] = offset + (xs[k] - s.mean) * s.scale;
-        w[k] = exp_of(static_cast<T>(peak - z[k] * z[k])) * factor;
-        gw[k] = gos[k] * xs[k];
-        beta += gw[k] * w[k];
+      T* zr = buffer.data();
+      T* wr = zr + g.length;
+      T* gwr = wr + g.length;
+      for (int64_t h = 0; h < H; ++h) {
+        load_stats(stats + (b * H + h) * kStats, s[h], head_of(params, h, H));
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T* xs = xr + start;
+        const T* gos = gor + start;
+        T *z = zr + start, *w = wr + start, *gw = gwr + start;
+        const T mean = s[h].mean, scale = s[h].scale, offset = -params[H + h] * scale, peak = s[h].peak,
+                factor = s[h].factor;
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t k = 0; k < n; ++k) {
+          z[k] = offset + (xs[k] - mean) * scale;
+          w[k] = exp_of(static_cast<T>(peak - z[k] * z[k])) * factor;
+          gw[k] = gos[k] * xs[k];
+          sum += gw[k] * w[k];
+        }
+        beta[h] = sum;
       }
-      const T beta_q = softmax_beta(beta, s.clamped, n, mode);
-      T s0 = 0, s1 = 0;
-#pragma omp simd reduction(+ : s0, s1)
-      for (int64_t k = 0; k < n; ++k) {
-        const T grad_z = T(2) * ((beta_q - gw[k]) * w[k]) * z[k];
-        gw[k] = grad_z;  // gw's slot now holds grad_z
-        s0 += grad_z;
-        s1 += grad_z * z[k];
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T *z = zr + start, *w = wr + start;
+        T* gw = gwr + start;
+        const T beta_q = softmax_beta(beta[h], s[h].clamped, n, mode);
+        T sum0 = 0, sum1 = 0;
+#pragma omp simd reduction(+ : sum0, sum1)
+        for (int64_t k = 0; k < n; ++k) {
+          const T grad_z = T(2) * ((beta_q - gw[k]) * w[k]) * z[k];
+          gw[k] = grad_z;  // gw's slot now holds grad_z
+          sum0 += grad_z;
+          sum1 += grad_z * z[k];
+        }
+        s0[h] = sum0;
+        s1[h] = sum1;
       }
-      const BackwardScalars<T> r = backward_scalars(s, head, beta, s0, s1, std::max<int64_t>(n - 1, 1), mode);
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = starts[h + 1] - starts[h];
+        const BackwardScalars<T> r =
+            backward_scalars(s[h], head_of(params, h, H), beta[h], s0[h], s1[h], std::max<int64_t>(n - 1, 1), mode);
+        a[h] = r.a;
+        bcoef[h] = r.b;
+        std::copy(r.grads, r.grads + kParamGrads, pg + h * kParamGrads);
+      }
       // grad_x = grad_centered - mean(grad_centered): summed as computed, since the centred values only sum to 0
       // up to rounding, which a narrow head's large b would amplify.
-      T sum_centered = 0;
-#pragma omp simd reduction(+ : sum_centered)
-      for (int64_t k = 0; k < n; ++k) {
-        gw[k] = gw[k] * r.a + (xs[k] - s.mean) * r.b;  // gw's slot now holds grad_centered
-        sum_centered += gw[k];
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T* xs = xr + start;
+        T* gw = gwr + start;
+        const T mean = s[h].mean, ah = a[h], bh = bcoef[h];
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t k = 0; k < n; ++k) {
+          gw[k] = gw[k] * ah + (xs[k] - mean) * bh;  // gw's slot now holds grad_centered
+          sum += gw[k];
+        }
+        mean_centered[h] = sum / T(n);
       }
-      const T mean_centered = sum_centered / T(n);
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T *gw = gwr + start, *w = wr + start, *gos = gor + start;
+        T* gxs = gxr + start;
+        const T shift = mean_centered[h];
 #pragma omp simd
-      for (int64_t k = 0; k < n; ++k) gxs[k] = gw[k] - mean_centered + gos[k] * w[k];
-      std::copy(r.grads, r.grads + kParamGrads, pg);
+        for (int64_t k = 0; k < n; ++k) gxs[k] = gw[k] - shift + gos[k] * w[k];
+      }
     }
   }
 }
