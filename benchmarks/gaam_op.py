@@ -1,4 +1,4 @@
-"""Forward + backward time of `hf_heads.GaussianAdaptiveAttention` against `torch.nn.LayerNorm` and the reference package.
+"""Forward + backward time of `hf_heads.GaussianAdaptiveAttention` against `torch.nn.LayerNorm` and the reference.
 
 Input (batch 8, seq 512, hidden 768) float32; axes "sequence" (norm_axis=1) and "features" (norm_axis=-1); (H, G) in
 {(4, 5), (16, 20)}; plus "sequence, padded": the sequence axis with an `attention_mask` (rows of 512 down to 232 real
@@ -10,7 +10,9 @@ positions, each row split into heads over its own real positions). Columns:
 - reference: the reference package (it has no attention mask, so padded rows have no reference figure).
 
 Every implementation of a row runs in interleaved turns (one step each, in turn, `--repeats` times after a warm-up),
-so machine load hits them alike; a ratio is the median of the per-turn ratios. Each row is measured at every thread
+so machine load hits them alike; a ratio is the median of the per-turn ratios. On a shared machine a longer step is
+more often preempted, which inflates its wall-clock time; with one thread the process's CPU time is not, so 1-thread
+rows also give the ratio of CPU times (the figure for an idle core). Each row is measured at every thread
 count of `--threads` (the slow reference at the first one only). Peak memory is the growth of the process's maximum
 resident set over one step, each implementation in its own fresh process.
 """
@@ -87,17 +89,19 @@ def measure_peak_memory(implementation, axis_name, shape, heads, gaussians) -> f
     return peak_memory_mib(step)
 
 
-def interleaved_turns(steps: dict, repeats: int) -> dict:
-    """Seconds per turn of each step, run in turns (a, b, c, a, b, c, ...) after one warm-up each."""
+def interleaved_turns(steps: dict, repeats: int):
+    """Wall-clock and process CPU seconds per turn of each step, in turns (a, b, c, a, b, c, ...) after a warm-up."""
     for step in steps.values():
         step()
     seconds = {name: [] for name in steps}
+    cpu_seconds = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             step()
             seconds[name].append(time.perf_counter() - start)
-    return seconds
+            cpu_seconds[name].append(time.process_time() - cpu_start)
+    return seconds, cpu_seconds
 
 
 def median_ratio(numerator, denominator) -> float:
@@ -137,8 +141,8 @@ def main():
                 torch.set_num_threads(threads)
                 if threads != args.threads[0]:  # the reference's speed-up is measured at the first thread count only
                     steps.pop("reference", None)
-                seconds = interleaved_turns(steps, repeats)
-                rows.append((axis_name, heads, gaussians, threads, seconds, memory))
+                seconds, cpu_seconds = interleaved_turns(steps, repeats)
+                rows.append((axis_name, heads, gaussians, threads, seconds, cpu_seconds, memory))
                 print(axis_name, heads, gaussians, threads,
                       {k: f"{statistics.median(v) * 1e3:.1f} ms" for k, v in seconds.items()}, flush=True)
 
@@ -148,21 +152,24 @@ def main():
         f"Load average while it ran: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on "
         f"{os.cpu_count()} cores (above the core count: the machine was shared with other jobs, which slows every "
         "column; the interleaved turns make the ratios comparable, not the times).\n",
-        "| axis | H | G | threads | ours ms | LayerNorm ms | **ours / LayerNorm** | exact path ms | exact path / LayerNorm | "
-        "reference ms | reference / ours | ours peak MiB | reference peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| axis | H | G | threads | ours ms | LayerNorm ms | **ours / LayerNorm** | ours / LayerNorm, CPU time | "
+        "exact path ms | exact path / LayerNorm | reference ms | reference / ours | ours peak MiB | "
+        "reference peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ms(seconds, name):
         return f"{statistics.median(seconds[name]) * 1e3:.1f}" if name in seconds else "—"
 
-    for axis_name, heads, gaussians, threads, seconds, memory in rows:
+    for axis_name, heads, gaussians, threads, seconds, cpu_seconds, memory in rows:
         reference_ratio = (
             f"{median_ratio(seconds['reference'], seconds['ours']):.1f}x" if "reference" in seconds else "—"
         )
+        cpu_ratio = f"{median_ratio(cpu_seconds['ours'], cpu_seconds['layernorm']):.2f}x" if threads == 1 else "—"
         lines.append(
-            f"| {axis_name} | {heads} | {gaussians} | {threads} | {ms(seconds, 'ours')} | {ms(seconds, 'layernorm')} | "
-            f"**{median_ratio(seconds['ours'], seconds['layernorm']):.2f}x** | {ms(seconds, 'exact path')} | "
+            f"| {axis_name} | {heads} | {gaussians} | {threads} | {ms(seconds, 'ours')} | "
+            f"{ms(seconds, 'layernorm')} | **{median_ratio(seconds['ours'], seconds['layernorm']):.2f}x** | "
+            f"{cpu_ratio} | {ms(seconds, 'exact path')} | "
             f"{median_ratio(seconds['exact path'], seconds['layernorm']):.1f}x | {ms(seconds, 'reference')} | "
             f"{reference_ratio} | "
             + " | ".join(f"{memory[name]:.0f}" if name in memory else "—" for name in ("ours", "reference"))

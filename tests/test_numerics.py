@@ -62,7 +62,8 @@ def test_gaam_fused_kernel_equals_the_exact_path_on_random_padding(case):
     shape, axis, num_heads, num_gaussians, mask, normalization, seed = case
     torch.manual_seed(seed)
     layer = GaussianAdaptiveAttention(num_heads, num_gaussians, axis, normalization=normalization).double()
-    x, upstream, mask = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64), torch.tensor(mask)
+    x, upstream = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    mask = torch.tensor(mask)
 
     def run(kernel):
         saved = gaam_layer._kernel

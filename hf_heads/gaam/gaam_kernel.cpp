@@ -50,30 +50,30 @@ struct Head {
   T precision, shift, spread, log_norm;
 };
 
-// Per segment (one column j of one head): the scalars of the forward, given its sums.
+// Per segment (one column j of one head): the scalars of the forward. `clamped` is 1 where the reference's eps
+// floor is active ("sum" only), else 0.
 template <typename T>
 struct SegmentStats {
-  T mean, var, scale, peak, factor;
-  bool clamped;
+  T mean, var, scale, peak, factor, clamped;
 };
 
-// The normaliser of exp(peak - z^2) once its sum is known: layer.py's `factor`.
+// The normaliser of exp(peak - z^2) once its sum `total` is known: layer.py's `factor`. Plain values in and out, so
+// that a loop over columns calling it vectorises.
 template <typename T>
-inline void finish_factor(SegmentStats<T>& s, const Head<T>& head, T total, int64_t n, T eps, int mode) {
-  s.clamped = false;
-  if (mode == kNone) {
-    s.factor = T(1);
-    return;
-  }
+inline T factor_of(T total, T var, T peak, const Head<T>& head, int64_t n, T eps, int mode, T& clamped) {
+  clamped = T(0);
+  if (mode == kNone) return T(1);
   const T normal = T(1) / total;
-  if (mode == kMean) {
-    s.factor = normal * T(n);
-    return;
-  }
-  const T k = head.log_norm - T(0.5) * head.spread / s.var;
-  const T floored = exp_of(static_cast<T>(k - s.peak)) / eps;
-  s.clamped = floored < normal;
-  s.factor = s.clamped ? floored : normal;
+  if (mode == kMean) return normal * T(n);
+  const T k = head.log_norm - T(0.5) * head.spread / var;
+  const T floored = exp_of(static_cast<T>(k - peak)) / eps;
+  clamped = floored < normal ? T(1) : T(0);
+  return floored < normal ? floored : normal;
+}
+
+template <typename T>
+inline T scale_of(T var, const Head<T>& head) {
+  return std::sqrt(T(0.5) * head.precision / var);
 }
 
 // Backward scalars of one segment, from beta = sum(dL/dw * w), S0 = sum(grad_z) and S1 = sum(grad_z * z): with
@@ -84,26 +84,27 @@ struct BackwardScalars {
   T grads[kParamGrads];
 };
 
+// The beta of the softmax backward: where the normaliser depends on z (1 / sum e, or n / sum e).
 template <typename T>
-inline T softmax_beta(T beta, bool clamped, int64_t n, int mode) {
-  if (mode == kSum) return clamped ? T(0) : beta;
+inline T softmax_beta(T beta, T clamped, int64_t n, int mode) {
+  if (mode == kSum) return clamped != T(0) ? T(0) : beta;
   if (mode == kMean) return beta / T(n);
   return T(0);
 }
 
 template <typename T>
-inline BackwardScalars<T> backward_scalars(const SegmentStats<T>& s, const Head<T>& head, T beta, T s0, T s1,
+inline BackwardScalars<T> backward_scalars(T scale, T var, T clamped, const Head<T>& head, T beta, T s0, T s1,
                                            int64_t bessel, int mode) {
-  const T grad_k = (mode == kSum && s.clamped) ? beta : T(0);
-  const T grad_scale = s1 / s.scale;
-  const T grad_shift = -s.scale * s0;
-  const T grad_var = (head.spread * grad_k / s.var - s.scale * grad_scale) / (T(2) * s.var);
+  const T grad_k = (mode == kSum && clamped != T(0)) ? beta : T(0);
+  const T grad_scale = s1 / scale;
+  const T grad_shift = -scale * s0;
+  const T grad_var = (head.spread * grad_k / var - scale * grad_scale) / (T(2) * var);
   BackwardScalars<T> r;
-  r.a = s.scale;
+  r.a = scale;
   r.b = T(2) * grad_var / T(bessel);
-  r.grads[0] = grad_scale * s.scale / (T(2) * head.precision);
+  r.grads[0] = grad_scale * scale / (T(2) * head.precision);
   r.grads[1] = grad_shift;
-  r.grads[2] = -grad_k / (T(2) * s.var);
+  r.grads[2] = -grad_k / (T(2) * var);
   r.grads[3] = grad_k;
   return r;
 }
@@ -114,8 +115,8 @@ inline void load_stats(const T* stats, SegmentStats<T>& s, const Head<T>& head) 
   s.var = stats[1];
   s.peak = stats[2];
   s.factor = stats[3];
-  s.clamped = stats[4] != T(0);
-  s.scale = std::sqrt(T(0.5) * head.precision / s.var);
+  s.clamped = stats[4];
+  s.scale = scale_of(s.var, head);
 }
 
 template <typename T>
@@ -124,7 +125,7 @@ inline void store_stats(T* stats, const SegmentStats<T>& s) {
   stats[1] = s.var;
   stats[2] = s.peak;
   stats[3] = s.factor;
-  stats[4] = s.clamped ? T(1) : T(0);
+  stats[4] = s.clamped;
 }
 
 struct Geometry {
@@ -182,7 +183,7 @@ void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* para
 #pragma omp simd reduction(+ : squares)
         for (int64_t k = 0; k < n; ++k) squares += (xs[k] - mean) * (xs[k] - mean);
         s[h].var = squares / T(std::max<int64_t>(n - 1, 1)) + eps;
-        s[h].scale = std::sqrt(T(0.5) * params[h] / s[h].var);
+        s[h].scale = scale_of(s[h].var, head_of(params, h, H));
       }
       for (int64_t h = 0; h < H; ++h) {
         const T* xs = xr + starts[h];
@@ -216,7 +217,7 @@ void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* para
       }
       for (int64_t h = 0; h < H; ++h) {
         const int64_t n = starts[h + 1] - starts[h];
-        finish_factor(s[h], head_of(params, h, H), sums[h], n, eps, mode);
+        s[h].factor = factor_of(sums[h], s[h].var, s[h].peak, head_of(params, h, H), n, eps, mode, s[h].clamped);
         store_stats(stats + (b * H + h) * kStats, s[h]);
       }
       for (int64_t h = 0; h < H; ++h) {
@@ -292,8 +293,8 @@ void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, 
       }
       for (int64_t h = 0; h < H; ++h) {
         const int64_t n = starts[h + 1] - starts[h];
-        const BackwardScalars<T> r =
-            backward_scalars(s[h], head_of(params, h, H), beta[h], s0[h], s1[h], std::max<int64_t>(n - 1, 1), mode);
+        const BackwardScalars<T> r = backward_scalars(s[h].scale, s[h].var, s[h].clamped, head_of(params, h, H),
+                                                      beta[h], s0[h], s1[h], std::max<int64_t>(n - 1, 1), mode);
         a[h] = r.a;
         bcoef[h] = r.b;
         std::copy(r.grads, r.grads + kParamGrads, pg + h * kParamGrads);
@@ -326,6 +327,7 @@ void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, 
 }
 
 // ---- Strided segments (inner > 1 or a position list): vectorised across a tile of columns. ----
+// Per-column scalars live in arrays (one slot per column), so that their arithmetic vectorises too.
 
 template <typename T>
 void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
@@ -334,7 +336,7 @@ void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* p
 #pragma omp parallel num_threads(g.threads)
   {
     std::vector<T> zs(g.length * kTile);
-    T mean[kTile], scale[kTile], peak[kTile], total[kTile];
+    T mean[kTile], var[kTile], scale[kTile], peak[kTile], total[kTile], factor[kTile], clamped[kTile];
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t b = task / (g.heads * tiles), h = task / tiles % g.heads, tile = task % tiles;
@@ -344,10 +346,10 @@ void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* p
       const T* xb = x + b * g.length * g.inner + j0;
       T* ob = out + b * g.length * g.inner + j0;
       auto row = [&](int64_t rank) { return (positions ? positions[rank] : rank) * g.inner; };
-      // The last head's tasks also carry the padding ranks (pass-through), so each is written exactly once.
-      if (h == g.heads - 1 || !g.real_row(b)) {
-        const int64_t from = g.real_row(b) ? starts[g.heads] : (h == g.heads - 1 ? 0 : g.length);
-        for (int64_t rank = from; rank < g.length; ++rank) std::copy(xb + row(rank), xb + row(rank) + width, ob + row(rank));
+      // Padding ranks (all ranks of a padded row) pass through, copied by the last head's tasks.
+      if (h == g.heads - 1) {
+        for (int64_t rank = g.real_row(b) ? starts[g.heads] : 0; rank < g.length; ++rank)
+          std::copy(xb + row(rank), xb + row(rank) + width, ob + row(rank));
       }
       if (!g.real_row(b)) continue;
       const int64_t start = starts[h], n = starts[h + 1] - start;
@@ -359,19 +361,19 @@ void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* p
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) mean[j] += xr[j];
       }
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) mean[j] /= T(n);
-      std::fill(total, total + width, T(0));  // sum of squares first
+      std::fill(total, total + width, T(0));  // the sum of squares first
       for (int64_t k = 0; k < n; ++k) {
         const T* xr = xb + row(start + k);
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) total[j] += (xr[j] - mean[j]) * (xr[j] - mean[j]);
       }
-      SegmentStats<T> s[kTile];
       const T bessel = T(std::max<int64_t>(n - 1, 1));
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
-        s[j].mean = mean[j];
-        s[j].var = total[j] / bessel + eps;
-        s[j].scale = scale[j] = std::sqrt(T(0.5) * head.precision / s[j].var);
+        var[j] = total[j] / bessel + eps;
+        scale[j] = scale_of(var[j], head);
         peak[j] = mode == kNone ? T(0) : INFINITY;
       }
       const T shift = head.shift;
@@ -393,13 +395,12 @@ void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* p
           total[j] += z[j];
         }
       }
-      T factor[kTile];
-      for (int64_t j = 0; j < width; ++j) {
-        s[j].peak = peak[j];
-        finish_factor(s[j], head, total[j], n, eps, mode);
-        factor[j] = s[j].factor;
-        store_stats(stats + ((b * g.heads + h) * g.inner + j0 + j) * kStats, s[j]);
-      }
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j)
+        factor[j] = factor_of(total[j], var[j], peak[j], head, n, eps, mode, clamped[j]);
+      T* st = stats + ((b * g.heads + h) * g.inner + j0) * kStats;
+      for (int64_t j = 0; j < width; ++j)
+        store_stats(st + j * kStats, SegmentStats<T>{mean[j], var[j], scale[j], peak[j], factor[j], clamped[j]});
       for (int64_t k = 0; k < n; ++k) {
         const int64_t r = row(start + k);
         const T* z = zs.data() + k * kTile;
@@ -418,8 +419,8 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
 #pragma omp parallel num_threads(g.threads)
   {
     std::vector<T> buffer(3 * g.length * kTile);
-    T mean[kTile], scale[kTile], peak[kTile], factor[kTile], beta[kTile], beta_q[kTile], s0[kTile], s1[kTile],
-        a[kTile], bcoef[kTile], mean_centered[kTile];
+    T mean[kTile], var[kTile], scale[kTile], peak[kTile], factor[kTile], clamped[kTile], beta[kTile], beta_q[kTile],
+        s0[kTile], s1[kTile], a[kTile], bcoef[kTile], mean_centered[kTile];
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t b = task / (g.heads * tiles), h = task / tiles % g.heads, tile = task % tiles;
@@ -432,22 +433,23 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
       T* pg = param_grads + ((b * g.heads + h) * g.inner + j0) * kParamGrads;
       std::fill(pg, pg + width * kParamGrads, T(0));
       auto row = [&](int64_t rank) { return (positions ? positions[rank] : rank) * g.inner; };
-      if (h == g.heads - 1 || !g.real_row(b)) {
-        const int64_t from = g.real_row(b) ? starts[g.heads] : (h == g.heads - 1 ? 0 : g.length);
-        for (int64_t rank = from; rank < g.length; ++rank)
+      if (h == g.heads - 1) {
+        for (int64_t rank = g.real_row(b) ? starts[g.heads] : 0; rank < g.length; ++rank)
           std::copy(gob + row(rank), gob + row(rank) + width, gxb + row(rank));
       }
       if (!g.real_row(b)) continue;
       const int64_t start = starts[h], n = starts[h + 1] - start;
       if (n == 0) continue;
       const Head<T> head = head_of(params, h, g.heads);
-      SegmentStats<T> s[kTile];
+      const T* st = stats + ((b * g.heads + h) * g.inner + j0) * kStats;
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
-        load_stats(stats + ((b * g.heads + h) * g.inner + j0 + j) * kStats, s[j], head);
-        mean[j] = s[j].mean;
-        scale[j] = s[j].scale;
-        peak[j] = s[j].peak;
-        factor[j] = s[j].factor;
+        mean[j] = st[j * kStats];
+        var[j] = st[j * kStats + 1];
+        peak[j] = st[j * kStats + 2];
+        factor[j] = st[j * kStats + 3];
+        clamped[j] = st[j * kStats + 4];
+        scale[j] = scale_of(var[j], head);
         beta[j] = s0[j] = s1[j] = mean_centered[j] = T(0);
       }
       const T shift = head.shift;
@@ -467,7 +469,8 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
           beta[j] += gw[j] * w[j];
         }
       }
-      for (int64_t j = 0; j < width; ++j) beta_q[j] = softmax_beta(beta[j], s[j].clamped, n, mode);
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) beta_q[j] = softmax_beta(beta[j], clamped[j], n, mode);
       for (int64_t k = 0; k < n; ++k) {
         const T* z = zs + k * kTile;
         const T* w = ws + k * kTile;
@@ -481,11 +484,13 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
         }
       }
       const int64_t bessel = std::max<int64_t>(n - 1, 1);
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
-        const BackwardScalars<T> r = backward_scalars(s[j], head, beta[j], s0[j], s1[j], bessel, mode);
+        const BackwardScalars<T> r =
+            backward_scalars(scale[j], var[j], clamped[j], head, beta[j], s0[j], s1[j], bessel, mode);
         a[j] = r.a;
         bcoef[j] = r.b;
-        std::copy(r.grads, r.grads + kParamGrads, pg + j * kParamGrads);
+        for (int i = 0; i < kParamGrads; ++i) pg[j * kParamGrads + i] = r.grads[i];
       }
       for (int64_t k = 0; k < n; ++k) {  // grad_centered, summed as computed (see rows_backward)
         const int64_t r = row(start + k);
@@ -496,6 +501,7 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
           mean_centered[j] += gc[j];
         }
       }
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) mean_centered[j] /= T(n);
       for (int64_t k = 0; k < n; ++k) {
         const int64_t r = row(start + k);
