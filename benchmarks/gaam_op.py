@@ -1,26 +1,50 @@
-"""Forward + backward time and peak memory of `hf_heads.GaussianAdaptiveAttention` vs the reference package.
+"""Forward + backward time of `hf_heads.GaussianAdaptiveAttention` against `torch.nn.LayerNorm` and the reference.
 
-Rows: (batch 8, seq 512, hidden 768), axes "sequence" and "features", (H, G) in {(4, 5), (16, 20)}. Times are
-medians over repeats; the ratio is reference / ours, both measured in the same run. Peak memory is the growth of the
-process's maximum resident set over the step, each implementation measured in its own fresh process.
+Input (batch 8, seq 512, hidden 768) float32; axes "sequence" (norm_axis=1) and "features" (norm_axis=-1); (H, G) in
+{(4, 5), (16, 20)}; plus "sequence, padded": the sequence axis with an `attention_mask` (rows of 512 down to 232 real
+positions, each row split into heads over its own real positions). Columns:
+
+- ours: the op as users get it (on CPU, the fused kernel);
+- exact path: the same op with the fused kernel switched off (its PyTorch implementation, the fallback);
+- LayerNorm: `torch.nn.LayerNorm(768)` on the same tensor, the memory-traffic class of the op;
+- reference: the reference package (it has no attention mask, so padded rows have no reference figure).
+
+Every implementation of a row runs in interleaved turns (one step each, in turn, `--repeats` times after a warm-up),
+so machine load hits them alike; a ratio is the median of the per-turn ratios. On a shared machine a longer step is
+more often preempted, which inflates its wall-clock time; with one thread the process's CPU time is not, so 1-thread
+rows also give the ratio of CPU times (the figure for an idle core). Each row is measured at every thread
+count of `--threads` (the slow reference at the first one only). Peak memory is the growth of the process's maximum
+resident set over one step, each implementation in its own fresh process.
 """
 
 import argparse
+import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import in_fresh_process, median_seconds, peak_memory_mib, write_result  # noqa: E402
+from _common import in_fresh_process, peak_memory_mib, write_result  # noqa: E402
 
 
-AXES = {"sequence": 1, "features": -1}
+AXES = {"sequence": 1, "features": -1, "sequence, padded": 1}
+
+
+def padding_mask(shape):
+    """Real positions from the full length down to 45% of it, right-padded."""
+    batch, length = shape[:2]
+    real = torch.linspace(length, 0.45 * length, batch).long()
+    return (torch.arange(length) < real[:, None]).long()
 
 
 def build(implementation: str, axis: int, heads: int, gaussians: int):
     torch.manual_seed(0)
+    if implementation == "layernorm":
+        return None
     if implementation == "reference":
         from gaussian_adaptive_attention import MultiHeadGaussianAdaptiveAttention
 
@@ -30,53 +54,126 @@ def build(implementation: str, axis: int, heads: int, gaussians: int):
     return from_reference(build("reference", axis, heads, gaussians))
 
 
-def step(layer, x):
-    x.grad = None
-    layer.zero_grad(set_to_none=True)
-    layer(x).sum().backward()
+def stepper(implementation: str, axis_name: str, heads: int, gaussians: int, x: torch.Tensor):
+    """One forward + backward of `implementation` on `x`, as a function of no arguments."""
+    import hf_heads.gaam.layer as gaam_layer
+
+    if implementation == "layernorm":
+        layer = torch.nn.LayerNorm(x.shape[-1])
+        forward = layer
+    else:
+        layer = build(implementation, AXES[axis_name], heads, gaussians)
+        mask = padding_mask(x.shape) if axis_name == "sequence, padded" else None
+        forward = (lambda x: layer(x, attention_mask=mask)) if mask is not None else layer
+
+    def step():
+        # The exact path is the op with its fused kernel unavailable (what a machine without a compiler runs).
+        saved = gaam_layer._kernel
+        if implementation == "exact path":
+            gaam_layer._kernel = False
+        try:
+            x.grad = None
+            layer.zero_grad(set_to_none=True)
+            forward(x).sum().backward()
+        finally:
+            gaam_layer._kernel = saved
+
+    return step
 
 
-def measure_peak_memory(implementation, shape, axis, heads, gaussians) -> float:
+def measure_peak_memory(implementation, axis_name, shape, heads, gaussians) -> float:
     """Run in a fresh process (`in_fresh_process`): MiB one forward + backward adds to the resident set at its peak."""
-    layer = build(implementation, axis, heads, gaussians)
     x = torch.randn(shape, requires_grad=True)
-    step(layer, x)  # warm-up: one-time allocations are not the step's
-    return peak_memory_mib(lambda: step(layer, x))
+    step = stepper(implementation, axis_name, heads, gaussians, x)
+    step()  # warm-up: one-time allocations (and the kernel's build) are not the step's
+    return peak_memory_mib(step)
+
+
+def interleaved_turns(steps: dict, repeats: int):
+    """Wall-clock and process CPU seconds per turn of each step, in turns (a, b, c, a, b, c, ...) after a warm-up."""
+    for step in steps.values():
+        step()
+    seconds = {name: [] for name in steps}
+    cpu_seconds = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            step()
+            seconds[name].append(time.perf_counter() - start)
+            cpu_seconds[name].append(time.process_time() - cpu_start)
+    return seconds, cpu_seconds
+
+
+def median_ratio(numerator, denominator) -> float:
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat (to keep the script working)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()],
+                        help="torch thread counts to measure at (default: torch's)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns (fresh processes)")
     parser.add_argument("--results-dir", type=Path, default=None, help="where to write the .md (default: results/)")
     args = parser.parse_args()
     shape = (2, 32, 48) if args.quick else (8, 512, 768)
     repeats = 1 if args.quick else args.repeats
     settings = [(4, 5), (16, 20)] if not args.quick else [(4, 5)]
 
+    load_before = os.getloadavg()[0]
     rows = []
-    for axis_name, axis in AXES.items():
+    for axis_name in AXES:
         for heads, gaussians in settings:
             x = torch.randn(shape, requires_grad=True)
-            seconds, memory = {}, {}
-            for implementation in ("reference", "ours"):
-                layer = build(implementation, axis, heads, gaussians)
-                seconds[implementation] = median_seconds(lambda: step(layer, x), repeats)
-                memory[implementation] = in_fresh_process(
-                    "gaam_op", "measure_peak_memory", implementation, list(shape), axis, heads, gaussians
-                )
-            rows.append((axis_name, heads, gaussians, seconds, memory))
-            print(rows[-1], flush=True)
+            implementations = ["ours", "layernorm", "exact path"]
+            if axis_name != "sequence, padded":
+                implementations.append("reference")
+            steps = {name: stepper(name, axis_name, heads, gaussians, x) for name in implementations}
+            memory = {}
+            if not args.no_memory:
+                for name in ("ours", "reference"):
+                    if name in implementations:
+                        memory[name] = in_fresh_process(
+                            "gaam_op", "measure_peak_memory", name, axis_name, list(shape), heads, gaussians
+                        )
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                if threads != args.threads[0]:  # the reference's speed-up is measured at the first thread count only
+                    steps.pop("reference", None)
+                seconds, cpu_seconds = interleaved_turns(steps, repeats)
+                rows.append((axis_name, heads, gaussians, threads, seconds, cpu_seconds, memory))
+                print(axis_name, heads, gaussians, threads,
+                      {k: f"{statistics.median(v) * 1e3:.1f} ms" for k, v in seconds.items()}, flush=True)
 
     lines = [
-        f"Input {shape}, float32, CPU, forward + backward; median of {repeats} runs after one warm-up.\n",
-        "| axis | H | G | reference ms | ours ms | speed-up | reference peak MiB | ours peak MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Input {shape}, float32, CPU, forward + backward. {repeats} interleaved turns after a warm-up; times are "
+        "medians, ratios the median of per-turn ratios.\n",
+        f"Load average while it ran: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on "
+        f"{os.cpu_count()} cores (above the core count: the machine was shared with other jobs, which slows every "
+        "column; the interleaved turns make the ratios comparable, not the times).\n",
+        "| axis | H | G | threads | ours ms | LayerNorm ms | **ours / LayerNorm** | ours / LayerNorm, CPU time | "
+        "exact path ms | exact path / LayerNorm | reference ms | reference / ours | ours peak MiB | "
+        "reference peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for axis_name, heads, gaussians, seconds, memory in rows:
+
+    def ms(seconds, name):
+        return f"{statistics.median(seconds[name]) * 1e3:.1f}" if name in seconds else "—"
+
+    for axis_name, heads, gaussians, threads, seconds, cpu_seconds, memory in rows:
+        reference_ratio = (
+            f"{median_ratio(seconds['reference'], seconds['ours']):.1f}x" if "reference" in seconds else "—"
+        )
+        cpu_ratio = f"{median_ratio(cpu_seconds['ours'], cpu_seconds['layernorm']):.2f}x" if threads == 1 else "—"
         lines.append(
-            f"| {axis_name} | {heads} | {gaussians} | {seconds['reference'] * 1e3:.1f} | {seconds['ours'] * 1e3:.1f} | "
-            f"{seconds['reference'] / seconds['ours']:.1f}x | {memory['reference']:.0f} | {memory['ours']:.0f} |"
+            f"| {axis_name} | {heads} | {gaussians} | {threads} | {ms(seconds, 'ours')} | "
+            f"{ms(seconds, 'layernorm')} | **{median_ratio(seconds['ours'], seconds['layernorm']):.2f}x** | "
+            f"{cpu_ratio} | {ms(seconds, 'exact path')} | "
+            f"{median_ratio(seconds['exact path'], seconds['layernorm']):.1f}x | {ms(seconds, 'reference')} | "
+            f"{reference_ratio} | "
+            + " | ".join(f"{memory[name]:.0f}" if name in memory else "—" for name in ("ours", "reference"))
+            + " |"
         )
     path = write_result("gaam_op", "\n".join(lines) + "\n", args.results_dir)
     print(path.read_text())

@@ -99,8 +99,9 @@ def test_every_class_loads_with_remote_code_without_hf_heads(saved, run_without_
     )
     remote = torch.load(folder / "remote_outputs.pt")
     assert set(remote) == set(expected)
+    # A saved folder carries no fused GAAM kernel (its `gaam_layer.py` takes the exact path): float32 rounding apart.
     for name in expected:
-        torch.testing.assert_close(remote[name], expected[name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(remote[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
 def test_saved_folders_hold_safetensors_and_only_this_packages_code(saved):

@@ -3,6 +3,11 @@
 This file depends on torch alone: model folders saved for `trust_remote_code=True` carry it beside their
 modelling code, so a colleague without `hf_heads` installed can load them.
 
+On CPU, float32/float64 inputs go through a fused kernel (`gaam_kernel.cpp` beside this file's resolved path), built
+with the system's C++ compiler on first use and cached; the same math in a few passes over memory. Wherever it cannot
+serve (no compiler, no source beside this file as in saved model folders, another device or dtype, `return_weights`,
+`torch.compile` tracing, `HF_HEADS_GAAM_KERNEL=0`), the exact PyTorch path below computes the same result.
+
 Semantics (those of the reference package `gaussian-adaptive-attention`), per head, along the normalised axis:
 
     mean, var = mean(x), var(x, unbiased) + eps
@@ -25,7 +30,15 @@ cost does not grow with G, and nothing underflows where the reference's product 
 peak (over x) is exp(log_norm - (Q - A^2 / P) / (2 s^2)), so the peak-1 gate of "none" is exp of the first term.
 """
 
+import ctypes
+import hashlib
 import math
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -195,6 +208,153 @@ def gaussian_weights(
     return _GaussianWeights.apply(x, *per_head, segments, eps, normalization)
 
 
+# ---- The fused CPU kernel (optional: every input it does not serve takes the exact path above). ----
+
+_KERNEL_SOURCE = Path(__file__).resolve().parent / "gaam_kernel.cpp"
+# No fused multiply-add contraction: it rounds z^2 differently in `peak - z^2` than in `peak`, which a saturated head
+# amplifies; without it the kernel rounds as the exact path does.
+_KERNEL_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
+                 "-std=c++17"]
+_KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+_MODES = {"sum": 0, "mean": 1, "none": 2}
+_STATS, _PARAM_GRADS = 5, 4  # per-segment values the kernel saves for, and returns from, the backward
+_GRAIN_SIZE = 32768  # elements per thread, as in PyTorch's own CPU kernels: a small input is not worth a thread team
+_MAX_LENGTH = 16384  # of the normalised axis: bounds the kernel's per-thread scratch (length x 64 columns x 3)
+_kernel = None  # the loaded library, False once it is known to be unavailable
+
+
+def _cpu_signature() -> str:
+    # `-march=native` code must not be reused on a CPU with fewer instruction sets (a shared home directory).
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return f"{platform.machine()} {flags}"
+
+
+def _build_kernel() -> ctypes.CDLL:
+    compiler = os.environ.get("CXX", "c++")
+    build = [_KERNEL_SOURCE.read_bytes(), " ".join([compiler, *_KERNEL_FLAGS]).encode(), _cpu_signature().encode()]
+    key = hashlib.sha256(b"\0".join(build)).hexdigest()[:16]
+    cache = Path(os.environ.get("HF_HEADS_CACHE", Path.home() / ".cache" / "hf_heads")) / "kernels"
+    library = cache / f"gaam_kernel-{key}.so"
+    if not library.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        # Build beside the target and rename: processes that build at once (data-parallel ranks) never load a
+        # half-written library.
+        with tempfile.TemporaryDirectory(dir=cache) as build:
+            target = Path(build) / library.name
+            command = [compiler, *_KERNEL_FLAGS, "-shared", "-fPIC", str(_KERNEL_SOURCE), "-o", str(target)]
+            subprocess.run(command, check=True, capture_output=True, timeout=600)
+            os.replace(target, library)
+    kernel = ctypes.CDLL(str(library))
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    for suffix in _KERNEL_DTYPES.values():
+        getattr(kernel, f"gaam_forward_{suffix}").argtypes = [pointer] * 4 + [size] * 4 + [pointer, size] * 2 + [
+            pointer, ctypes.c_double, ctypes.c_int, ctypes.c_int]
+        getattr(kernel, f"gaam_backward_{suffix}").argtypes = [pointer] * 6 + [size] * 4 + [pointer, size] * 2 + [
+            pointer, ctypes.c_int, ctypes.c_int]
+    return kernel
+
+
+def _fused_kernel():
+    """The loaded kernel library, or None where it is unavailable (the reason is warned about once)."""
+    global _kernel
+    if _kernel is None:
+        _kernel = False
+        if os.environ.get("HF_HEADS_GAAM_KERNEL", "1") == "0":
+            return None
+        try:
+            _kernel = _build_kernel()
+        except (OSError, subprocess.SubprocessError) as error:
+            detail = getattr(error, "stderr", b"") or b""
+            warnings.warn(
+                f"GAAM's fused CPU kernel is unavailable ({error} {detail.decode(errors='replace')[-500:]}); "
+                "using the exact PyTorch path, which gives the same results more slowly.",
+                stacklevel=3,
+            )
+    return _kernel or None
+
+
+def _threads_for(x: torch.Tensor) -> int:
+    return max(1, min(torch.get_num_threads(), x.numel() // _GRAIN_SIZE))
+
+
+def _fused_kernel_serves(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in _KERNEL_DTYPES
+        and not torch.compiler.is_compiling()
+        and _KERNEL_SOURCE.is_file()
+        and _fused_kernel() is not None
+    )
+
+
+class _FusedLayout:
+    """How heads tile a contiguous (outer, length, inner) input, in the kernel's terms.
+
+    Each outer row b splits ranks [starts[b, h], starts[b, h + 1]) of its position list into head h (the identity
+    when `positions` is None; else the row's real positions first); ranks from starts[b, H] on are padding. Rows
+    whose `row_valid` is 0 pass through.
+    """
+
+    def __init__(self, shape, axis: int, num_heads: int, starts, positions=None, row_valid=None):
+        self.outer = math.prod(shape[:axis])
+        self.length = shape[axis]
+        self.inner = math.prod(shape[axis + 1 :])
+        self.num_heads = num_heads
+        self.starts = starts.contiguous()
+        self.positions = None if positions is None else positions.contiguous()
+        self.row_valid = None if row_valid is None else row_valid.to(torch.uint8).contiguous()
+
+    def arguments(self):
+        def pointer(tensor):
+            return None if tensor is None else tensor.data_ptr()
+
+        def row_stride(tensor):
+            return 0 if tensor is None or tensor.dim() == 1 else tensor.shape[-1]
+
+        return (
+            self.outer, self.length, self.inner, self.num_heads,
+            pointer(self.positions), row_stride(self.positions),
+            pointer(self.starts), row_stride(self.starts),
+            pointer(self.row_valid),
+        )  # fmt: skip
+
+
+class _FusedGaussianAttention(torch.autograd.Function):
+    """`x * weights` (padding passed through) and its backward, by the fused kernel; the math of `_GaussianWeights`."""
+
+    @staticmethod
+    def forward(ctx, x, total_precision, shift, spread_of_offsets, log_norm, layout, eps, normalization):
+        kernel, suffix = _fused_kernel(), _KERNEL_DTYPES[x.dtype]
+        parameters = torch.stack([total_precision, shift, spread_of_offsets, log_norm]).contiguous()
+        output = torch.empty_like(x)
+        stats = x.new_empty(layout.outer, layout.num_heads, layout.inner, _STATS)
+        getattr(kernel, f"gaam_forward_{suffix}")(
+            x.data_ptr(), output.data_ptr(), stats.data_ptr(), parameters.data_ptr(), *layout.arguments(),
+            eps, _MODES[normalization], _threads_for(x),
+        )  # fmt: skip
+        ctx.layout, ctx.normalization = layout, normalization
+        ctx.save_for_backward(x, stats, parameters)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        x, stats, parameters = ctx.saved_tensors
+        layout, suffix = ctx.layout, _KERNEL_DTYPES[x.dtype]
+        grad_output = grad_output.contiguous()
+        grad_x = torch.empty_like(x)
+        param_grads = x.new_empty(layout.outer, layout.num_heads, layout.inner, _PARAM_GRADS)
+        getattr(_fused_kernel(), f"gaam_backward_{suffix}")(
+            x.data_ptr(), grad_output.data_ptr(), grad_x.data_ptr(), stats.data_ptr(), parameters.data_ptr(),
+            param_grads.data_ptr(), *layout.arguments(), _MODES[ctx.normalization], _threads_for(x),
+        )  # fmt: skip
+        per_head = param_grads.sum((0, 2)).unbind(-1)
+        return (grad_x, *per_head, None, None, None)
+
+
 class GaussianAdaptiveAttention(nn.Module):
     r"""
     Multi-head Gaussian adaptive attention along one axis of its input.
@@ -299,6 +459,15 @@ class GaussianAdaptiveAttention(nn.Module):
         x_compute = x.to(compute_dtype)
         size = x.shape[axis]
 
+        # The fused kernel returns the output only; weights come from the exact path.
+        layout = None if return_weights else self._fused_layout(x_compute, axis, attention_mask)
+        if layout is not None:
+            heads = self._head_parameters(compute_dtype)
+            output = _FusedGaussianAttention.apply(
+                x_compute.contiguous(), *heads, layout, self.eps, self.normalization
+            )
+            return output.to(x.dtype)
+
         if valid is None or axis >= attention_mask.dim():
             # Every row splits the axis the same way: fast contiguous blocks (the last head takes the rest).
             self._check_size(size, axis)
@@ -316,6 +485,30 @@ class GaussianAdaptiveAttention(nn.Module):
             output = x_compute * weights
         output = output.to(x.dtype)
         return (output, weights) if return_weights else output
+
+    def _fused_layout(self, x: torch.Tensor, axis: int, attention_mask: torch.Tensor | None):
+        """The fused kernel's layout for `x`, or None where the exact path serves it."""
+        size = x.shape[axis]
+        if size > _MAX_LENGTH or not _fused_kernel_serves(x):
+            return None
+        if attention_mask is None or axis >= attention_mask.dim():
+            self._check_size(size, axis)
+            chunk = size // self.num_heads
+            starts = torch.tensor([head * chunk for head in range(self.num_heads)] + [size])
+            row_valid = None
+            if attention_mask is not None:  # whole rows along the normalised axis are real or padding
+                mask = attention_mask.to(torch.bool).reshape(attention_mask.shape + (1,) * (axis - 2))
+                row_valid = mask.expand(x.shape[:axis]).reshape(-1)
+            return _FusedLayout(x.shape, axis, self.num_heads, starts, row_valid=row_valid)
+        if axis != 1:
+            return None
+        # Each row splits its own real positions into heads, as `_Buckets` does.
+        valid = attention_mask.to(torch.bool)
+        positions = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices
+        num_valid = valid.sum(1, keepdim=True)
+        chunk = torch.div(num_valid, self.num_heads, rounding_mode="floor").clamp(min=1)
+        starts = torch.minimum(torch.arange(self.num_heads) * chunk, num_valid)
+        return _FusedLayout(x.shape, axis, self.num_heads, torch.cat([starts, num_valid], 1), positions=positions)
 
     def _block_weights(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         size = x.shape[axis]

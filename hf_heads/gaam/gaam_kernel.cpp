@@ -1,0 +1,556 @@
+// Fused CPU kernel of GaussianAdaptiveAttention (layer.py): output x * w and its backward, in few passes over memory.
+//
+// Plain C++ with OpenMP and no torch headers, so that it builds in a second with the system compiler; layer.py
+// builds it on first use, loads it with ctypes, and falls back to its exact PyTorch path when it cannot.
+// The math is layer.py's `_GaussianWeights` (same formulas, same order of per-head scalars), fused: per head
+// segment the input is read from memory once, later passes run on the segment while it sits in cache.
+//
+// Geometry: x is contiguous (outer, L, inner), the normalised axis has length L. For each outer index b, head h
+// covers ranks [starts[b][h], starts[b][h + 1]) of b's position list (positions[b], or the identity when null);
+// ranks from starts[b][H] on are padding and pass through. A null `row_valid` means every outer row is real,
+// otherwise rows with 0 pass through.
+// Per (b, h, j) statistics saved for the backward: mean, var, peak (min of z^2), factor, clamped.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+enum Normalization { kSum = 0, kMean = 1, kNone = 2 };
+constexpr int64_t kTile = 64;  // columns per task on the strided layout: a segment's tile stays in L1/L2
+constexpr int kStats = 5;
+constexpr int kParamGrads = 4;
+
+// exp for float, branch-free so that loops over it vectorise (Cephes' expf: range reduction to [-ln2/2, ln2/2]
+// and a degree-6 polynomial, ~1 ulp). Arguments here are <= 0; below the float range it returns 0 like expf.
+inline float exp_of(float x) {
+  const float clamped = std::max(x, -87.0f);
+  const float n = std::nearbyint(clamped * 1.44269504088896341f);
+  const float r = clamped - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t exponent = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent, sizeof scale);
+  return x < -87.0f ? 0.0f : p * scale;
+}
+
+inline double exp_of(double x) { return std::exp(x); }
+
+template <typename T>
+struct Head {
+  T precision, shift, spread, log_norm;
+};
+
+// Per segment (one column j of one head): the scalars of the forward. `clamped` is 1 where the reference's eps
+// floor is active ("sum" only), else 0.
+template <typename T>
+struct SegmentStats {
+  T mean, var, scale, peak, factor, clamped;
+};
+
+// The normaliser of exp(peak - z^2) once its sum `total` is known: layer.py's `factor`. Plain values in and out, so
+// that a loop over columns calling it vectorises.
+template <typename T>
+inline T factor_of(T total, T var, T peak, const Head<T>& head, int64_t n, T eps, int mode, T& clamped) {
+  clamped = T(0);
+  if (mode == kNone) return T(1);
+  const T normal = T(1) / total;
+  if (mode == kMean) return normal * T(n);
+  const T k = head.log_norm - T(0.5) * head.spread / var;
+  const T floored = exp_of(static_cast<T>(k - peak)) / eps;
+  clamped = floored < normal ? T(1) : T(0);
+  return floored < normal ? floored : normal;
+}
+
+template <typename T>
+inline T scale_of(T var, const Head<T>& head) {
+  return std::sqrt(T(0.5) * head.precision / var);
+}
+
+// Backward scalars of one segment, from beta = sum(dL/dw * w), S0 = sum(grad_z) and S1 = sum(grad_z * z): with
+// grad_centered = grad_z * a + centered * b, the coefficients a, b and the four per-head parameter gradients.
+template <typename T>
+struct BackwardScalars {
+  T a, b;
+  T grads[kParamGrads];
+};
+
+// The beta of the softmax backward: where the normaliser depends on z (1 / sum e, or n / sum e).
+template <typename T>
+inline T softmax_beta(T beta, T clamped, int64_t n, int mode) {
+  if (mode == kSum) return clamped != T(0) ? T(0) : beta;
+  if (mode == kMean) return beta / T(n);
+  return T(0);
+}
+
+template <typename T>
+inline BackwardScalars<T> backward_scalars(T scale, T var, T clamped, const Head<T>& head, T beta, T s0, T s1,
+                                           int64_t bessel, int mode) {
+  const T grad_k = (mode == kSum && clamped != T(0)) ? beta : T(0);
+  const T grad_scale = s1 / scale;
+  const T grad_shift = -scale * s0;
+  const T grad_var = (head.spread * grad_k / var - scale * grad_scale) / (T(2) * var);
+  BackwardScalars<T> r;
+  r.a = scale;
+  r.b = T(2) * grad_var / T(bessel);
+  r.grads[0] = grad_scale * scale / (T(2) * head.precision);
+  r.grads[1] = grad_shift;
+  r.grads[2] = -grad_k / (T(2) * var);
+  r.grads[3] = grad_k;
+  return r;
+}
+
+template <typename T>
+inline void load_stats(const T* stats, SegmentStats<T>& s, const Head<T>& head) {
+  s.mean = stats[0];
+  s.var = stats[1];
+  s.peak = stats[2];
+  s.factor = stats[3];
+  s.clamped = stats[4];
+  s.scale = scale_of(s.var, head);
+}
+
+template <typename T>
+inline void store_stats(T* stats, const SegmentStats<T>& s) {
+  stats[0] = s.mean;
+  stats[1] = s.var;
+  stats[2] = s.peak;
+  stats[3] = s.factor;
+  stats[4] = s.clamped;
+}
+
+struct Geometry {
+  int64_t outer, length, inner, heads;
+  const int64_t* positions;
+  int64_t positions_stride;
+  const int64_t* starts;
+  int64_t starts_stride;
+  const uint8_t* row_valid;
+  int threads;
+
+  const int64_t* starts_of(int64_t b) const { return starts + b * starts_stride; }
+  bool real_row(int64_t b) const { return row_valid == nullptr || row_valid[b] != 0; }
+};
+
+template <typename T>
+Head<T> head_of(const T* params, int64_t h, int64_t heads) {
+  return {params[h], params[heads + h], params[2 * heads + h], params[3 * heads + h]};
+}
+
+// ---- Contiguous segments (inner == 1, identity positions): vectorised along the segment. ----
+// One task is one row, all its heads: each pass runs over every head before the next pass starts, so the heads'
+// short dependency chains (sum -> variance -> peak -> normaliser) overlap instead of running one after another.
+
+template <typename T>
+void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
+  const int64_t H = g.heads;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> zs(g.length);
+    std::vector<SegmentStats<T>> s(H);
+    std::vector<T> sums(H);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < g.outer; ++b) {
+      const int64_t* starts = g.starts_of(b);
+      const T* xr = x + b * g.length;
+      T* orow = out + b * g.length;
+      if (!g.real_row(b)) {
+        std::copy(xr, xr + g.length, orow);
+        continue;
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t k = 0; k < n; ++k) sum += xs[k];
+        s[h].mean = sum / T(n);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        const T mean = s[h].mean;
+        T squares = 0;
+#pragma omp simd reduction(+ : squares)
+        for (int64_t k = 0; k < n; ++k) squares += (xs[k] - mean) * (xs[k] - mean);
+        s[h].var = squares / T(std::max<int64_t>(n - 1, 1)) + eps;
+        s[h].scale = scale_of(s[h].var, head_of(params, h, H));
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        T* z = zs.data() + starts[h];
+        const T mean = s[h].mean, scale = s[h].scale, offset = -params[H + h] * scale;
+        T peak = mode == kNone ? T(0) : INFINITY;
+        if (mode == kNone) {
+#pragma omp simd
+          for (int64_t k = 0; k < n; ++k) z[k] = offset + (xs[k] - mean) * scale;
+        } else {
+#pragma omp simd reduction(min : peak)
+          for (int64_t k = 0; k < n; ++k) {
+            z[k] = offset + (xs[k] - mean) * scale;
+            peak = std::min(peak, z[k] * z[k]);
+          }
+        }
+        s[h].peak = peak;
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = starts[h + 1] - starts[h];
+        T* z = zs.data() + starts[h];
+        const T peak = s[h].peak;
+        T total = 0;
+#pragma omp simd reduction(+ : total)
+        for (int64_t k = 0; k < n; ++k) {
+          z[k] = exp_of(static_cast<T>(peak - z[k] * z[k]));  // z's slot now holds exp(peak - z^2)
+          total += z[k];
+        }
+        sums[h] = total;
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = starts[h + 1] - starts[h];
+        s[h].factor = factor_of(sums[h], s[h].var, s[h].peak, head_of(params, h, H), n, eps, mode, s[h].clamped);
+        store_stats(stats + (b * H + h) * kStats, s[h]);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const T* xs = xr + starts[h];
+        T* os = orow + starts[h];
+        const T* z = zs.data() + starts[h];
+        const int64_t n = starts[h + 1] - starts[h];
+        const T factor = s[h].factor;
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) os[k] = xs[k] * (z[k] * factor);
+      }
+    }
+  }
+}
+
+template <typename T>
+void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params,
+                   T* param_grads, int mode) {
+  const int64_t H = g.heads;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> buffer(3 * g.length);
+    std::vector<SegmentStats<T>> s(H);
+    std::vector<T> beta(H), s0(H), s1(H), a(H), bcoef(H), mean_centered(H);
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < g.outer; ++b) {
+      const int64_t* starts = g.starts_of(b);
+      const T* xr = x + b * g.length;
+      const T* gor = grad_out + b * g.length;
+      T* gxr = grad_x + b * g.length;
+      T* pg = param_grads + b * H * kParamGrads;
+      std::fill(pg, pg + H * kParamGrads, T(0));
+      if (!g.real_row(b)) {
+        std::copy(gor, gor + g.length, gxr);
+        continue;
+      }
+      T* zr = buffer.data();
+      T* wr = zr + g.length;
+      T* gwr = wr + g.length;
+      for (int64_t h = 0; h < H; ++h) {
+        load_stats(stats + (b * H + h) * kStats, s[h], head_of(params, h, H));
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T* xs = xr + start;
+        const T* gos = gor + start;
+        T *z = zr + start, *w = wr + start, *gw = gwr + start;
+        const T mean = s[h].mean, scale = s[h].scale, offset = -params[H + h] * scale, peak = s[h].peak,
+                factor = s[h].factor;
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t k = 0; k < n; ++k) {
+          z[k] = offset + (xs[k] - mean) * scale;
+          w[k] = exp_of(static_cast<T>(peak - z[k] * z[k])) * factor;
+          gw[k] = gos[k] * xs[k];
+          sum += gw[k] * w[k];
+        }
+        beta[h] = sum;
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T *z = zr + start, *w = wr + start;
+        T* gw = gwr + start;
+        const T beta_q = softmax_beta(beta[h], s[h].clamped, n, mode);
+        T sum0 = 0, sum1 = 0;
+#pragma omp simd reduction(+ : sum0, sum1)
+        for (int64_t k = 0; k < n; ++k) {
+          const T grad_z = T(2) * ((beta_q - gw[k]) * w[k]) * z[k];
+          gw[k] = grad_z;  // gw's slot now holds grad_z
+          sum0 += grad_z;
+          sum1 += grad_z * z[k];
+        }
+        s0[h] = sum0;
+        s1[h] = sum1;
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t n = starts[h + 1] - starts[h];
+        const BackwardScalars<T> r = backward_scalars(s[h].scale, s[h].var, s[h].clamped, head_of(params, h, H),
+                                                      beta[h], s0[h], s1[h], std::max<int64_t>(n - 1, 1), mode);
+        a[h] = r.a;
+        bcoef[h] = r.b;
+        std::copy(r.grads, r.grads + kParamGrads, pg + h * kParamGrads);
+      }
+      // grad_x = grad_centered - mean(grad_centered): summed as computed, since the centred values only sum to 0
+      // up to rounding, which a narrow head's large b would amplify.
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T* xs = xr + start;
+        T* gw = gwr + start;
+        const T mean = s[h].mean, ah = a[h], bh = bcoef[h];
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t k = 0; k < n; ++k) {
+          gw[k] = gw[k] * ah + (xs[k] - mean) * bh;  // gw's slot now holds grad_centered
+          sum += gw[k];
+        }
+        mean_centered[h] = sum / T(n);
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t start = starts[h], n = starts[h + 1] - start;
+        const T *gw = gwr + start, *w = wr + start, *gos = gor + start;
+        T* gxs = gxr + start;
+        const T shift = mean_centered[h];
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) gxs[k] = gw[k] - shift + gos[k] * w[k];
+      }
+    }
+  }
+}
+
+// ---- Strided segments (inner > 1 or a position list): vectorised across a tile of columns. ----
+// Per-column scalars live in arrays (one slot per column), so that their arithmetic vectorises too.
+
+template <typename T>
+void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
+  const int64_t tiles = (g.inner + kTile - 1) / kTile;
+  const int64_t tasks = g.outer * g.heads * tiles;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> zs(g.length * kTile);
+    T mean[kTile], var[kTile], scale[kTile], peak[kTile], total[kTile], factor[kTile], clamped[kTile];
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / (g.heads * tiles), h = task / tiles % g.heads, tile = task % tiles;
+      const int64_t j0 = tile * kTile, width = std::min(kTile, g.inner - j0);
+      const int64_t* starts = g.starts_of(b);
+      const int64_t* positions = g.positions ? g.positions + b * g.positions_stride : nullptr;
+      const T* xb = x + b * g.length * g.inner + j0;
+      T* ob = out + b * g.length * g.inner + j0;
+      auto row = [&](int64_t rank) { return (positions ? positions[rank] : rank) * g.inner; };
+      // Padding ranks (all ranks of a padded row) pass through, copied by the last head's tasks.
+      if (h == g.heads - 1) {
+        for (int64_t rank = g.real_row(b) ? starts[g.heads] : 0; rank < g.length; ++rank)
+          std::copy(xb + row(rank), xb + row(rank) + width, ob + row(rank));
+      }
+      if (!g.real_row(b)) continue;
+      const int64_t start = starts[h], n = starts[h + 1] - start;
+      if (n == 0) continue;
+      const Head<T> head = head_of(params, h, g.heads);
+      std::fill(mean, mean + width, T(0));
+      for (int64_t k = 0; k < n; ++k) {
+        const T* xr = xb + row(start + k);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) mean[j] += xr[j];
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) mean[j] /= T(n);
+      std::fill(total, total + width, T(0));  // the sum of squares first
+      for (int64_t k = 0; k < n; ++k) {
+        const T* xr = xb + row(start + k);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) total[j] += (xr[j] - mean[j]) * (xr[j] - mean[j]);
+      }
+      const T bessel = T(std::max<int64_t>(n - 1, 1));
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) {
+        var[j] = total[j] / bessel + eps;
+        scale[j] = scale_of(var[j], head);
+        peak[j] = mode == kNone ? T(0) : INFINITY;
+      }
+      const T shift = head.shift;
+      for (int64_t k = 0; k < n; ++k) {
+        const T* xr = xb + row(start + k);
+        T* z = zs.data() + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          z[j] = -shift * scale[j] + (xr[j] - mean[j]) * scale[j];
+          if (mode != kNone) peak[j] = std::min(peak[j], z[j] * z[j]);
+        }
+      }
+      std::fill(total, total + width, T(0));
+      for (int64_t k = 0; k < n; ++k) {
+        T* z = zs.data() + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          z[j] = exp_of(static_cast<T>(peak[j] - z[j] * z[j]));
+          total[j] += z[j];
+        }
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j)
+        factor[j] = factor_of(total[j], var[j], peak[j], head, n, eps, mode, clamped[j]);
+      T* st = stats + ((b * g.heads + h) * g.inner + j0) * kStats;
+      for (int64_t j = 0; j < width; ++j)
+        store_stats(st + j * kStats, SegmentStats<T>{mean[j], var[j], scale[j], peak[j], factor[j], clamped[j]});
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t r = row(start + k);
+        const T* z = zs.data() + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) ob[r + j] = xb[r + j] * (z[j] * factor[j]);
+      }
+    }
+  }
+}
+
+template <typename T>
+void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params,
+                      T* param_grads, int mode) {
+  const int64_t tiles = (g.inner + kTile - 1) / kTile;
+  const int64_t tasks = g.outer * g.heads * tiles;
+#pragma omp parallel num_threads(g.threads)
+  {
+    std::vector<T> buffer(3 * g.length * kTile);
+    T mean[kTile], var[kTile], scale[kTile], peak[kTile], factor[kTile], clamped[kTile], beta[kTile], beta_q[kTile],
+        s0[kTile], s1[kTile], a[kTile], bcoef[kTile], mean_centered[kTile];
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / (g.heads * tiles), h = task / tiles % g.heads, tile = task % tiles;
+      const int64_t j0 = tile * kTile, width = std::min(kTile, g.inner - j0);
+      const int64_t* starts = g.starts_of(b);
+      const int64_t* positions = g.positions ? g.positions + b * g.positions_stride : nullptr;
+      const T* xb = x + b * g.length * g.inner + j0;
+      const T* gob = grad_out + b * g.length * g.inner + j0;
+      T* gxb = grad_x + b * g.length * g.inner + j0;
+      T* pg = param_grads + ((b * g.heads + h) * g.inner + j0) * kParamGrads;
+      std::fill(pg, pg + width * kParamGrads, T(0));
+      auto row = [&](int64_t rank) { return (positions ? positions[rank] : rank) * g.inner; };
+      if (h == g.heads - 1) {
+        for (int64_t rank = g.real_row(b) ? starts[g.heads] : 0; rank < g.length; ++rank)
+          std::copy(gob + row(rank), gob + row(rank) + width, gxb + row(rank));
+      }
+      if (!g.real_row(b)) continue;
+      const int64_t start = starts[h], n = starts[h + 1] - start;
+      if (n == 0) continue;
+      const Head<T> head = head_of(params, h, g.heads);
+      const T* st = stats + ((b * g.heads + h) * g.inner + j0) * kStats;
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) {
+        mean[j] = st[j * kStats];
+        var[j] = st[j * kStats + 1];
+        peak[j] = st[j * kStats + 2];
+        factor[j] = st[j * kStats + 3];
+        clamped[j] = st[j * kStats + 4];
+        scale[j] = scale_of(var[j], head);
+        beta[j] = s0[j] = s1[j] = mean_centered[j] = T(0);
+      }
+      const T shift = head.shift;
+      T* zs = buffer.data();
+      T* ws = zs + g.length * kTile;
+      T* gws = ws + g.length * kTile;
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t r = row(start + k);
+        T* z = zs + k * kTile;
+        T* w = ws + k * kTile;
+        T* gw = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          z[j] = -shift * scale[j] + (xb[r + j] - mean[j]) * scale[j];
+          w[j] = exp_of(static_cast<T>(peak[j] - z[j] * z[j])) * factor[j];
+          gw[j] = gob[r + j] * xb[r + j];
+          beta[j] += gw[j] * w[j];
+        }
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) beta_q[j] = softmax_beta(beta[j], clamped[j], n, mode);
+      for (int64_t k = 0; k < n; ++k) {
+        const T* z = zs + k * kTile;
+        const T* w = ws + k * kTile;
+        T* gw = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          const T grad_z = T(2) * ((beta_q[j] - gw[j]) * w[j]) * z[j];
+          gw[j] = grad_z;
+          s0[j] += grad_z;
+          s1[j] += grad_z * z[j];
+        }
+      }
+      const int64_t bessel = std::max<int64_t>(n - 1, 1);
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) {
+        const BackwardScalars<T> r =
+            backward_scalars(scale[j], var[j], clamped[j], head, beta[j], s0[j], s1[j], bessel, mode);
+        a[j] = r.a;
+        bcoef[j] = r.b;
+        for (int i = 0; i < kParamGrads; ++i) pg[j * kParamGrads + i] = r.grads[i];
+      }
+      for (int64_t k = 0; k < n; ++k) {  // grad_centered, summed as computed (see rows_backward)
+        const int64_t r = row(start + k);
+        T* gc = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          gc[j] = gc[j] * a[j] + (xb[r + j] - mean[j]) * bcoef[j];
+          mean_centered[j] += gc[j];
+        }
+      }
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) mean_centered[j] /= T(n);
+      for (int64_t k = 0; k < n; ++k) {
+        const int64_t r = row(start + k);
+        const T* w = ws + k * kTile;
+        const T* gc = gws + k * kTile;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) gxb[r + j] = gc[j] - mean_centered[j] + gob[r + j] * w[j];
+      }
+    }
+  }
+}
+
+template <typename T>
+void forward(const Geometry& g, const T* x, T* out, T* stats, const T* params, T eps, int mode) {
+  if (g.inner == 1 && g.positions == nullptr)
+    rows_forward(g, x, out, stats, params, eps, mode);
+  else
+    columns_forward(g, x, out, stats, params, eps, mode);
+}
+
+template <typename T>
+void backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params,
+              T* param_grads, int mode) {
+  if (g.inner == 1 && g.positions == nullptr)
+    rows_backward(g, x, grad_out, grad_x, stats, params, param_grads, mode);
+  else
+    columns_backward(g, x, grad_out, grad_x, stats, params, param_grads, mode);
+}
+
+}  // namespace
+
+#define GAAM_ENTRY_POINTS(T, SUFFIX)                                                                                \
+  extern "C" void gaam_forward_##SUFFIX(const T* x, T* out, T* stats, const T* params, int64_t outer,              \
+                                        int64_t length, int64_t inner, int64_t heads, const int64_t* positions,    \
+                                        int64_t positions_stride, const int64_t* starts, int64_t starts_stride,    \
+                                        const uint8_t* row_valid, double eps, int mode, int threads) {             \
+    const Geometry g{outer, length, inner, heads, positions, positions_stride, starts, starts_stride, row_valid,   \
+                     threads};                                                                                     \
+    forward<T>(g, x, out, stats, params, static_cast<T>(eps), mode);                                               \
+  }                                                                                                                \
+  extern "C" void gaam_backward_##SUFFIX(const T* x, const T* grad_out, T* grad_x, const T* stats, const T* params, \
+                                         T* param_grads, int64_t outer, int64_t length, int64_t inner,             \
+                                         int64_t heads, const int64_t* positions, int64_t positions_stride,        \
+                                         const int64_t* starts, int64_t starts_stride, const uint8_t* row_valid,   \
+                                         int mode, int threads) {                                                  \
+    const Geometry g{outer, length, inner, heads, positions, positions_stride, starts, starts_stride, row_valid,   \
+                     threads};                                                                                     \
+    backward<T>(g, x, grad_out, grad_x, stats, params, param_grads, mode);                                         \
+  }
+
+GAAM_ENTRY_POINTS(float, f32)
+GAAM_ENTRY_POINTS(double, f64)
