@@ -1,11 +1,14 @@
 """GAAM-GPT2 configuration: GPT-2 with Gaussian Adaptive Attention in its blocks."""
 
+import math
+
 from huggingface_hub.dataclasses import strict
 from transformers import GPT2Config
 
 
 GAAM_PLACEMENTS = ("augment", "replace")
 GAAM_NORM_AXES = ("sequence", "features")
+GAAM_NORMALIZATIONS = ("mean", "none", "sum")
 CLASSIFIER_POOLINGS = ("last", "mean")
 
 
@@ -24,9 +27,9 @@ class GaamGPT2Config(GPT2Config):
 
     gaam_placement (`str`, *optional*, defaults to `"augment"`):
         `"augment"`: GAAM is an extra residual branch after self-attention, `h = h + gate * GAAM(h)`, with a
-        learnable scalar `gate` initialised to 0, so the model equals GPT-2 at step 0 and learns how much GAAM to
-        use. `"replace"`: GAAM takes the place of dot-product self-attention (`h = h + GAAM(ln_1(h))`); GAAM
-        scales features but moves no content between tokens.
+        learnable scalar `gate` (initial value `gaam_gate_init`), so the model starts as the GPT-2 it loads and
+        learns how much GAAM to use. `"replace"`: GAAM takes the place of dot-product self-attention
+        (`h = h + GAAM(ln_1(h))`); GAAM scales features but moves no content between tokens.
     gaam_layers (`list[int]`, *optional*):
         Indices of the blocks that carry GAAM; `None` means every block.
     gaam_num_heads (`int`, *optional*, defaults to 4):
@@ -39,6 +42,18 @@ class GaamGPT2Config(GPT2Config):
         for causal LMs); padding is left out using `attention_mask`.
     gaam_eps (`float`, *optional*, defaults to 1e-8):
         GAAM's variance epsilon and normalisation floor.
+    gaam_normalization (`str`, *optional*, defaults to `"mean"`):
+        How GAAM scales its Gaussian weights over each head's chunk of the normalised axis. `"mean"`: the weights
+        average 1 over the chunk's real positions, so `GAAM(h)` has the scale of `h`. `"none"`: the density itself,
+        peak 1, a gate in (0, 1] (as in the GAAM authors' own PEFT head). `"sum"`: the reference package's weights,
+        summing to 1, so `GAAM(h)` is about `h / n` for a chunk of `n` positions: reproduces the reference, but a
+        GAAM branch that small barely changes the model. `"mean"` is the default because it measured best (see
+        `benchmarks/results/gaam_value.md`). A `gaam_gpt2` `config.json` saved before this field existed loads as
+        `"sum"`, the behaviour it was trained with.
+    gaam_gate_init (`float`, *optional*, defaults to 0.0):
+        Initial value of the `"augment"` gate (ignored by `"replace"`, which has none). 0 makes the model exactly the
+        GPT-2 it loads at step 0; the first optimiser step opens the gate. Only newly created gates take this value:
+        a checkpoint's own gates are loaded.
     classifier_pooling (`str`, *optional*, defaults to `"last"`):
         How [`GaamGPT2ForSequenceClassification`] reads a sequence: `"last"` (GPT-2's rule: the last real token,
         taken from `attention_mask` when given) or `"mean"` (mean over real tokens).
@@ -52,6 +67,8 @@ class GaamGPT2Config(GPT2Config):
     gaam_num_gaussians: int = 5
     gaam_norm_axis: str = "features"
     gaam_eps: float = 1e-8
+    gaam_normalization: str = "mean"
+    gaam_gate_init: float = 0.0
     classifier_pooling: str = "last"
 
     def __post_init__(self, **kwargs):
@@ -62,12 +79,15 @@ class GaamGPT2Config(GPT2Config):
     def _check_gaam_fields(self):
         _accepts("gaam_placement", self.gaam_placement, GAAM_PLACEMENTS)
         _accepts("gaam_norm_axis", self.gaam_norm_axis, GAAM_NORM_AXES)
+        _accepts("gaam_normalization", self.gaam_normalization, GAAM_NORMALIZATIONS)
         _accepts("classifier_pooling", self.classifier_pooling, CLASSIFIER_POOLINGS)
         for name in ("gaam_num_heads", "gaam_num_gaussians"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
         if not self.gaam_eps > 0:
             raise ValueError(f"`gaam_eps` must be positive, got {self.gaam_eps!r}.")
+        if not math.isfinite(self.gaam_gate_init):
+            raise ValueError(f"`gaam_gate_init` must be a finite number, got {self.gaam_gate_init!r}.")
         if self.gaam_layers is not None:
             outside = [index for index in self.gaam_layers if not 0 <= index < self.n_layer]
             if outside or len(set(self.gaam_layers)) != len(self.gaam_layers):
@@ -81,6 +101,14 @@ class GaamGPT2Config(GPT2Config):
                 f"{self.n_embd // self.gaam_num_heads}; each GAAM head needs at least 2, so use at most "
                 f"{self.n_embd // 2} heads."
             )
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        if config_dict.get("model_type") == cls.model_type and "gaam_normalization" not in config_dict:
+            # Saved before GAAM's normalisation was configurable: the model was trained with the reference's "sum",
+            # and its learned gates are only right at that scale. (A GPT-2 config gets the default: its GAAM is new.)
+            config_dict = {**config_dict, "gaam_normalization": "sum"}
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def gaam_block_indices(self) -> list[int]:

@@ -30,9 +30,9 @@ from .readable_weights import ReadableWeightsMixin
 class GaamGate(nn.Module):
     """A learned scalar on GAAM's residual branch; a module (not a bare parameter) so `peft` can train it."""
 
-    def __init__(self):
+    def __init__(self, initial_value: float = 0.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(()))
+        self.weight = nn.Parameter(torch.tensor(float(initial_value)))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.weight * hidden_states
@@ -47,10 +47,12 @@ class GaamGPT2Block(GPT2Block):
         if self.gaam_placement is None:
             return
         axis = 1 if config.gaam_norm_axis == "sequence" else -1
-        self.gaam = GaussianAdaptiveAttention(config.gaam_num_heads, config.gaam_num_gaussians, axis, config.gaam_eps)
+        self.gaam = GaussianAdaptiveAttention(
+            config.gaam_num_heads, config.gaam_num_gaussians, axis, config.gaam_eps, config.gaam_normalization
+        )
         if self.gaam_placement == "augment":
-            # Starts closed: at step 0 the block is exactly GPT-2's, and the optimiser opens it.
-            self.gaam_gate = GaamGate()
+            # At 0 (the default) the block is exactly GPT-2's at step 0, and the optimiser opens the gate.
+            self.gaam_gate = GaamGate(config.gaam_gate_init)
         else:
             # Unused weights would be dead parameters (and DDP errors on parameters without gradients).
             del self.attn
@@ -102,7 +104,7 @@ class GaamGPT2PreTrainedModel(ReadableWeightsMixin, GPT2PreTrainedModel):
             # Unit-width Gaussians, perturbed so that a head's Gaussians do not stay identical during training.
             init.normal_(module.c, mean=1.0, std=0.1)
         if isinstance(module, GaamGate):
-            init.zeros_(module.weight)
+            init.constant_(module.weight, self.config.gaam_gate_init)
 
 
 class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
