@@ -68,7 +68,7 @@ class GaamGPT2Config(GPT2Config):
     gaam_norm_axis: str = "features"
     gaam_eps: float = 1e-8
     gaam_normalization: str = "mean"
-    gaam_gate_init: float = 0.0
+    gaam_gate_init: float = 1.0
     classifier_pooling: str = "last"
 
     def __post_init__(self, **kwargs):

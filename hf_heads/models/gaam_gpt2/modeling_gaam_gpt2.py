@@ -51,7 +51,8 @@ class GaamGPT2Block(GPT2Block):
             config.gaam_num_heads, config.gaam_num_gaussians, axis, config.gaam_eps, config.gaam_normalization
         )
         if self.gaam_placement == "augment":
-            # At 0 (the default) the block is exactly GPT-2's at step 0, and the optimiser opens the gate.
+            # Open from the start (see `gaam_gate_init`): an optimiser does not open a closed gate on a branch
+            # that starts out mostly parallel to the residual stream.
             self.gaam_gate = GaamGate(config.gaam_gate_init)
         else:
             # Unused weights would be dead parameters (and DDP errors on parameters without gradients).
