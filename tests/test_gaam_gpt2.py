@@ -56,9 +56,9 @@ def gpt2_checkpoint(tmp_path):
     return model, tmp_path / "gpt2"
 
 
-def test_augment_equals_gpt2_at_initialisation(gpt2_checkpoint):
+def test_augment_with_a_closed_gate_equals_gpt2(gpt2_checkpoint):
     gpt2, path = gpt2_checkpoint
-    gaam = GaamGPT2LMHeadModel.from_pretrained(path, gaam_placement="augment").eval()
+    gaam = GaamGPT2LMHeadModel.from_pretrained(path, gaam_placement="augment", gaam_gate_init=0.0).eval()
     ids = batch()
     torch.testing.assert_close(gaam(ids).logits, gpt2(ids).logits, rtol=0, atol=0)
 
@@ -153,8 +153,8 @@ def test_every_gaam_parameter_receives_gradient(placement, axis):
     )
     ids, labels = batch(), torch.tensor([0, 1, 2])
     if placement == "augment":
-        _train_one_step(model, ids, labels)  # the zero-initialised gate opens after one step
-        assert all(block.gaam_gate.weight.item() != 0 for block in model.transformer.h)
+        _train_one_step(model, ids, labels)
+        assert all(block.gaam_gate.weight.item() not in (0.0, 1.0) for block in model.transformer.h)
     model(input_ids=ids, labels=labels).loss.backward()
     gaam_parameters = {n: p for n, p in model.named_parameters() if ".gaam" in n}
     assert len(gaam_parameters) == (6 if placement == "augment" else 4)
@@ -259,6 +259,8 @@ def test_one_gaam_class_inside_the_package():
         (dict(gaam_num_gaussians=-2), "gaam_num_gaussians"),
         (dict(gaam_layers=[0, 5]), "gaam_layers"),
         (dict(gaam_eps=0.0), "gaam_eps"),
+        (dict(gaam_normalization="softmax"), "gaam_normalization"),
+        (dict(gaam_gate_init=float("nan")), "gaam_gate_init"),
         (dict(gaam_num_heads=20), "gaam_num_heads"),
         (dict(classifier_pooling="first"), "classifier_pooling"),
     ],
