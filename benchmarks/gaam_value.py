@@ -63,6 +63,7 @@ LANGUAGE_MODEL = {
     "augment, none": dict(gaam_placement="augment", gaam_normalization="none"),
     "replace block 1, mean": dict(gaam_placement="replace", gaam_layers=[1]),
 }
+GATE_INITS = [0.0, 0.3, 0.5, 1.0]
 GRID_SETTINGS = [(5, 4), (10, 8), (20, 16)]
 GRID_NORMALIZATIONS = ["sum", "mean"]
 
@@ -70,7 +71,9 @@ GRID_NORMALIZATIONS = ["sum", "mean"]
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--tasks", nargs="+", default=["classification", "lm", "grid"], choices=["classification", "lm", "grid"])
+    parser.add_argument("--tasks", nargs="+", default=["classification", "lm", "grid"], choices=["classification", "lm", "grid", "gate"],
+                        help="gate: how the gate's initial value trades closeness to GPT-2 at step 0 against GAAM's share "
+                        "after training (the language model of (b)); written to results/gaam_gate.md")
     parser.add_argument("--classification_steps", type=int, default=100)
     parser.add_argument("--lm_steps", type=int, default=150)
     parser.add_argument("--grid_seeds", type=int, default=3)
@@ -251,6 +254,46 @@ def run_language_model(data: CharacterData, variants: dict, seeds, steps: int, l
     return results
 
 
+def step0_divergence(data: CharacterData, seed: int, steps: int, gate_inits) -> dict:
+    """KL(GPT-2 || GAAM-GPT2 with each gate value) per character, at the step where GAAM-GPT2 loads a trained GPT-2."""
+    (_, gpt2), = paired_models(GaamGPT2LMHeadModel, data.config(), {"GPT-2": dict(gaam_layers=[])}, seed)
+    train(gpt2, data.train_batches(seed), steps, 2e-3)
+    batches = data.validation_batches()
+    with torch.no_grad():
+        reference = [torch.log_softmax(gpt2(**batch).logits, -1) for batch in batches]
+    divergence = {}
+    for gate_init in gate_inits:
+        torch.manual_seed(seed)
+        model = GaamGPT2LMHeadModel(GaamGPT2Config(**data.config(), **GAAM, gaam_gate_init=gate_init)).eval()
+        model.load_state_dict(gpt2.state_dict(), strict=False)
+        with torch.no_grad():
+            kl = [
+                (p.exp() * (p - torch.log_softmax(model(**batch).logits, -1))).sum(-1).mean().item()
+                for p, batch in zip(reference, batches)
+            ]
+        divergence[gate_init] = statistics.fmean(kl)
+    return divergence
+
+
+def gate_table(results: dict, divergence: dict) -> str:
+    lines = [
+        "| gate_init | KL to the loaded GPT-2 at step 0 (nats/char) | bits/char after training | GAAM branch / residual "
+        "| loss change, GAAM removed (min over seeds) | seed-to-seed spread of loss | removal > spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for gate_init in GATE_INITS:
+        rows = results[gate_init]
+        losses = [row["loss"] for row in rows]
+        spread = max(losses) - min(losses)
+        removed = min(row["loss_without_gaam"] - row["loss"] for row in rows)
+        ratios = " / ".join(f"{statistics.fmean(layer):.1%}" for layer in zip(*(row["branch_ratios"] for row in rows)))
+        lines.append(
+            f"| {gate_init} | {divergence[gate_init]:.4f} | {statistics.fmean(row['bits_per_char'] for row in rows):.4f} "
+            f"| {ratios} | {removed:+.4f} | {spread:.4f} | {'yes' if removed > spread else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ shared reports
 
 
@@ -352,9 +395,23 @@ def main():
     def report():
         # Written after every section, so a long run leaves its finished sections behind.
         body = "\n\n".join(sections) + f"\n\nTotal {time.perf_counter() - started:.0f} s.\n"
-        write_result("gaam_value", body, args.results_dir)
+        write_result("gaam_gate" if args.tasks == ["gate"] else "gaam_value", body, args.results_dir)
         return body
 
+    if "gate" in args.tasks:
+        character_data = CharacterData()
+        variants = {gate_init: dict(gaam_placement="augment", gaam_gate_init=gate_init) for gate_init in GATE_INITS}
+        results = run_language_model(character_data, variants, seeds, args.lm_steps)
+        divergences = [step0_divergence(character_data, seed, args.lm_steps, GATE_INITS) for seed in seeds]
+        divergence = {gate_init: statistics.fmean(d[gate_init] for d in divergences) for gate_init in GATE_INITS}
+        sections.append(
+            "## The gate's initial value (\"augment\", normalisation \"mean\")\n\n"
+            f"The language model of (b): {SIZE}, {args.lm_steps} steps, {args.seeds} seeds. Closeness at step 0: a GPT-2 "
+            "LM trained with the same settings is loaded into GAAM-GPT2 with each gate value (GAAM's own parameters "
+            "new), KL from GPT-2's next-character distribution on the held-out blocks. After training: GAAM-GPT2 "
+            "trained from the start with that gate value.\n\n" + gate_table(results, divergence)
+        )
+        report()
     if args.quick:
         global CLASSIFICATION, LANGUAGE_MODEL, GRID_SETTINGS
         CLASSIFICATION = dict(list(CLASSIFICATION.items())[:3])
