@@ -71,9 +71,12 @@ GRID_NORMALIZATIONS = ["sum", "mean"]
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--tasks", nargs="+", default=["classification", "lm", "grid"], choices=["classification", "lm", "grid", "gate"],
-                        help="gate: how the gate's initial value trades closeness to GPT-2 at step 0 against GAAM's share "
-                        "after training (the language model of (b)); written to results/gaam_gate.md")
+    parser.add_argument(
+        "--tasks", nargs="+", default=["classification", "lm", "grid"],
+        choices=["classification", "lm", "grid", "gate"],
+        help="gate: how the gate's initial value trades closeness to GPT-2 at step 0 against GAAM's share after "
+        "training (the language model of (b)); written to results/gaam_gate.md",
+    )
     parser.add_argument("--classification_steps", type=int, default=100)
     parser.add_argument("--lm_steps", type=int, default=150)
     parser.add_argument("--grid_seeds", type=int, default=3)
@@ -277,8 +280,9 @@ def step0_divergence(data: CharacterData, seed: int, steps: int, gate_inits) -> 
 
 def gate_table(results: dict, divergence: dict) -> str:
     lines = [
-        "| gate_init | KL to the loaded GPT-2 at step 0 (nats/char) | bits/char after training | GAAM branch / residual "
-        "| loss change, GAAM removed (min over seeds) | seed-to-seed spread of loss | removal > spread |",
+        "| gate_init | KL to the loaded GPT-2 at step 0 (nats/char) | bits/char after training "
+        "| GAAM branch / residual | loss change, GAAM removed (min over seeds) | seed-to-seed spread of loss "
+        "| removal > spread |",
         "|---|---|---|---|---|---|---|",
     ]
     for gate_init in GATE_INITS:
@@ -286,10 +290,12 @@ def gate_table(results: dict, divergence: dict) -> str:
         losses = [row["loss"] for row in rows]
         spread = max(losses) - min(losses)
         removed = min(row["loss_without_gaam"] - row["loss"] for row in rows)
-        ratios = " / ".join(f"{statistics.fmean(layer):.1%}" for layer in zip(*(row["branch_ratios"] for row in rows)))
+        layers = zip(*(row["branch_ratios"] for row in rows))
+        ratios = " / ".join(f"{statistics.fmean(layer):.1%}" for layer in layers)
+        bits = statistics.fmean(row["bits_per_char"] for row in rows)
         lines.append(
-            f"| {gate_init} | {divergence[gate_init]:.4f} | {statistics.fmean(row['bits_per_char'] for row in rows):.4f} "
-            f"| {ratios} | {removed:+.4f} | {spread:.4f} | {'yes' if removed > spread else 'no'} |"
+            f"| {gate_init} | {divergence[gate_init]:.4f} | {bits:.4f} | {ratios} | {removed:+.4f} | {spread:.4f} "
+            f"| {'yes' if removed > spread else 'no'} |"
         )
     return "\n".join(lines)
 
@@ -353,7 +359,10 @@ def comparison_table(results: dict, metrics: list[tuple[str, str, float, int]]) 
 
 
 def grid_table(results: dict) -> str:
-    header = "| normalization | (Gaussians, heads) | accuracy (mean ± sd) | loss (mean ± sd) | GAAM branch / residual | loss change, GAAM removed |"
+    header = (
+        "| normalization | (Gaussians, heads) | accuracy (mean ± sd) | loss (mean ± sd) | GAAM branch / residual "
+        "| loss change, GAAM removed |"
+    )
     lines = [header, "|---|---|---|---|---|---|"]
     for (normalization, setting), rows in results.items():
         accuracies = [row["accuracy"] for row in rows]
@@ -361,7 +370,8 @@ def grid_table(results: dict) -> str:
         ratios = " / ".join(f"{statistics.fmean(layer):.1%}" for layer in zip(*(row["branch_ratios"] for row in rows)))
         removed = statistics.fmean(row["loss_without_gaam"] - row["loss"] for row in rows)
         lines.append(
-            f"| {normalization} | {setting} | {statistics.fmean(accuracies):.1%} ± {statistics.stdev(accuracies):.1%} | "
+            f"| {normalization} | {setting} "
+            f"| {statistics.fmean(accuracies):.1%} ± {statistics.stdev(accuracies):.1%} | "
             f"{statistics.fmean(losses):.4f} ± {statistics.stdev(losses):.4f} | {ratios} | {removed:+.4f} |"
         )
     return "\n".join(lines)
@@ -380,7 +390,8 @@ def grid_differences(results: dict) -> str:
             for second in settings[i + 1 :]:
                 differences = [a["loss"] - b["loss"] for a, b in zip(runs[first], runs[second])]
                 identical = all(difference == 0 for difference in differences)
-                pairs.append(f"{first} − {second}: {_fmt_interval(differences, digits=4)}" + (" (identical!)" if identical else ""))
+                note = " (identical!)" if identical else ""
+                pairs.append(f"{first} − {second}: {_fmt_interval(differences, digits=4)}{note}")
         lines.append(f"- `{normalization}`: loss " + "; ".join(pairs))
     return "\n".join(lines)
 
@@ -406,7 +417,8 @@ def main():
         divergence = {gate_init: statistics.fmean(d[gate_init] for d in divergences) for gate_init in GATE_INITS}
         sections.append(
             "## The gate's initial value (\"augment\", normalisation \"mean\")\n\n"
-            f"The language model of (b): {SIZE}, {args.lm_steps} steps, {args.seeds} seeds. Closeness at step 0: a GPT-2 "
+            f"The language model of (b): {SIZE}, {args.lm_steps} steps, {args.seeds} seeds. Closeness at step 0: "
+            "a GPT-2 "
             "LM trained with the same settings is loaded into GAAM-GPT2 with each gate value (GAAM's own parameters "
             "new), KL from GPT-2's next-character distribution on the held-out blocks. After training: GAAM-GPT2 "
             "trained from the start with that gate value.\n\n" + gate_table(results, divergence)
@@ -423,7 +435,8 @@ def main():
         results = run_classification(classification_data, CLASSIFICATION, seeds, args.classification_steps)
         sections.append(
             f"## (a) BBC News topic classification from scratch\n\n"
-            f"{SIZE}, GAAM {GAAM}, mean pooling, 128 tokens, {args.classification_steps} steps of {BATCH_SIZE} articles, "
+            f"{SIZE}, GAAM {GAAM}, mean pooling, 128 tokens, {args.classification_steps} steps of {BATCH_SIZE} "
+            "articles, "
             f"AdamW lr 1e-3 (warmup, cosine), validation split of {len(classification_data.validation[0])} articles "
             f"(chance 20%). {args.seeds} seeds; differences are GAAM-GPT2 minus GPT-2, paired by seed.\n\n"
             + comparison_table(results, [("accuracy %", "accuracy", 100, 1), ("loss", "loss", 1, 4)])
@@ -434,7 +447,8 @@ def main():
         results = run_language_model(character_data, LANGUAGE_MODEL, seeds, args.lm_steps)
         sections.append(
             f"## (b) Character-level language model on BBC text\n\n"
-            f"{SIZE}, GAAM {GAAM}, alphabet a-z + space, blocks of 128 characters, {args.lm_steps} steps of {BATCH_SIZE} "
+            f"{SIZE}, GAAM {GAAM}, alphabet a-z + space, blocks of 128 characters, {args.lm_steps} steps of "
+            f"{BATCH_SIZE} "
             f"blocks, AdamW lr 2e-3 (warmup, cosine); bits per character on {len(character_data.validation)} held-out "
             f"blocks. Lower is better.\n\n"
             + comparison_table(results, [("bits/char", "bits_per_char", 1, 4)])
@@ -453,7 +467,9 @@ def main():
         validation = classification_data.validation_batches()
         for seed in range(args.grid_seeds):
             for key, overrides in variants.items():
-                (_, model), = paired_models(GaamGPT2ForSequenceClassification, classification_data.config(), {key: overrides}, seed)
+                ((_, model),) = paired_models(
+                    GaamGPT2ForSequenceClassification, classification_data.config(), {key: overrides}, seed
+                )
                 run_started = time.perf_counter()
                 train(model, classification_data.train_batches(seed), args.classification_steps, 1e-3)
                 row = dict(accuracy=accuracy(model, validation), seconds=time.perf_counter() - run_started)

@@ -104,8 +104,8 @@ def test_folder_saved_before_the_normalization_field_keeps_its_behaviour(tmp_pat
 
     batch = padded_batch()
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask")}
-    for load in (GaamGPT2ForSequenceClassification.from_pretrained, AutoModelForSequenceClassification.from_pretrained):
-        reloaded = load(tmp_path).eval()
+    for model_class in (GaamGPT2ForSequenceClassification, AutoModelForSequenceClassification):
+        reloaded = model_class.from_pretrained(tmp_path).eval()
         assert reloaded.config.gaam_normalization == "sum"
         torch.testing.assert_close(reloaded(**inputs).logits, old(**inputs).logits, rtol=0, atol=0)
     # Asked for explicitly, the new normalisation still applies to such a folder.
@@ -188,7 +188,8 @@ def test_contribution_averages_over_batches_and_ignores_padding():
     rows = []
     for row in range(3):
         length = int(batch["attention_mask"][row].sum())
-        rows.append({key: value[row : row + 1, :length] if value.dim() == 2 else value[row : row + 1] for key, value in batch.items()})
+        rows.append({key: value[row : row + 1, :length] for key, value in batch.items() if key != "labels"})
+        rows[-1]["labels"] = batch["labels"][row : row + 1]
     together = gaam_contribution(model, [batch])
     apart = gaam_contribution(model, rows)
     assert together.branch_ratios == pytest.approx(apart.branch_ratios, rel=1e-4)

@@ -68,7 +68,7 @@ def _gaam_layers(model: nn.Module) -> dict[str, tuple[nn.Module, GaussianAdaptiv
 
 @contextmanager
 def gaam_removed(model: nn.Module):
-    """Within the block, every GAAM layer of `model` outputs zeros: the model runs without its GAAM branches."""
+    """Inside the `with` statement every GAAM layer of `model` outputs zeros: the model without its GAAM branches."""
     hooks = [
         gaam.register_forward_hook(lambda module, args, output: torch.zeros_like(output))
         for _, gaam in _gaam_layers(model).values()
