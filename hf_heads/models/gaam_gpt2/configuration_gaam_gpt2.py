@@ -56,10 +56,11 @@ class GaamGPT2Config(GPT2Config):
         Initial value of the `"augment"` gates (`"replace"` has none); only newly created gates take it, a
         checkpoint's own gates are loaded. A closed gate (0) stays closed: the branch `GAAM(h)` starts out mostly
         parallel to `h`, the next layer norm cancels most of it, so the gate's gradient is weak and an Adam step
-        moves it by about one learning rate (measured: gates at 0.01-0.09 after 100-150 steps, GAAM inert). At 1,
-        a model loaded from GPT-2 starts close to it (measured on a small character LM: KL 0.02 nats per character
-        at step 0) and GAAM stays a material part of it after training. Use 0 to start exactly as the GPT-2 you
-        load, knowing GAAM then contributes only if training opens the gate; `hf_heads.gaam_contribution` shows it.
+        moves it by about one learning rate (measured: |gate| <= 0.07 after 100-150 steps, GAAM inert). At 1, a
+        model loaded from GPT-2 starts close to it (measured on a small character LM: KL 0.016 nats per character
+        at step 0) and GAAM stays a material part of it after training; smaller values start closer but end inert
+        (`benchmarks/results/gaam_gate.md`). Use 0 to start exactly as the GPT-2 you load, knowing GAAM then
+        contributes only if training opens the gate; `hf_heads.gaam_contribution` shows whether it did.
     classifier_pooling (`str`, *optional*, defaults to `"last"`):
         How [`GaamGPT2ForSequenceClassification`] reads a sequence: `"last"` (GPT-2's rule: the last real token,
         taken from `attention_mask` when given) or `"mean"` (mean over real tokens).
