@@ -14,7 +14,16 @@ from transformers import (
 from transformers.models.auto.tokenization_auto import REGISTERED_TOKENIZER_CLASSES
 
 from .features import CachedFeaturesCollator, cache_backbone_features
-from .gaam import GaussianAdaptiveAttention, ImportanceFactors, from_reference, importance_factors, plot_importance
+from .gaam import (
+    GaamContribution,
+    GaussianAdaptiveAttention,
+    ImportanceFactors,
+    from_reference,
+    gaam_contribution,
+    gaam_removed,
+    importance_factors,
+    plot_importance,
+)
 from .generation import explain
 from .lora import lora_config_for
 from .models.gaam_gpt2 import (
@@ -70,6 +79,7 @@ _register()
 __all__ = [
     "CachedFeaturesCollator",
     "CharTokenizer",
+    "GaamContribution",
     "GaamGPT2Config",
     "GaamGPT2ForQuestionAnswering",
     "GaamGPT2ForSequenceClassification",
@@ -85,6 +95,8 @@ __all__ = [
     "cache_backbone_features",
     "explain",
     "from_reference",
+    "gaam_contribution",
+    "gaam_removed",
     "importance_factors",
     "lora_config_for",
     "plot_importance",

@@ -18,7 +18,10 @@ def test_demo_quick_runs_and_writes_its_table(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((output / "demo_results.json").read_text())
     assert [row["model"] for row in rows] == [
-        "GAAM-GPT2 (augment, every block)", "headed attention classifier on the GAAM-GPT2 LM", "GPT-2 (no GAAM)"
+        "GAAM-GPT2 (augment, every block)",
+        "GAAM-GPT2 (augment, every block), GAAM removed",
+        "headed attention classifier on the GAAM-GPT2 LM",
+        "GPT-2 (no GAAM)",
     ]
     assert "| model | test accuracy |" in result.stdout
     for folder in ("gaam-gpt2/classifier", "gaam-gpt2/headed", "gpt2/classifier"):

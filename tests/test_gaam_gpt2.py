@@ -56,9 +56,9 @@ def gpt2_checkpoint(tmp_path):
     return model, tmp_path / "gpt2"
 
 
-def test_augment_equals_gpt2_at_initialisation(gpt2_checkpoint):
+def test_augment_with_a_closed_gate_equals_gpt2(gpt2_checkpoint):
     gpt2, path = gpt2_checkpoint
-    gaam = GaamGPT2LMHeadModel.from_pretrained(path, gaam_placement="augment").eval()
+    gaam = GaamGPT2LMHeadModel.from_pretrained(path, gaam_placement="augment", gaam_gate_init=0.0).eval()
     ids = batch()
     torch.testing.assert_close(gaam(ids).logits, gpt2(ids).logits, rtol=0, atol=0)
 
@@ -153,8 +153,8 @@ def test_every_gaam_parameter_receives_gradient(placement, axis):
     )
     ids, labels = batch(), torch.tensor([0, 1, 2])
     if placement == "augment":
-        _train_one_step(model, ids, labels)  # the zero-initialised gate opens after one step
-        assert all(block.gaam_gate.weight.item() != 0 for block in model.transformer.h)
+        _train_one_step(model, ids, labels)
+        assert all(block.gaam_gate.weight.item() not in (0.0, 1.0) for block in model.transformer.h)
     model(input_ids=ids, labels=labels).loss.backward()
     gaam_parameters = {n: p for n, p in model.named_parameters() if ".gaam" in n}
     assert len(gaam_parameters) == (6 if placement == "augment" else 4)
@@ -242,7 +242,8 @@ def test_saved_folder_loads_without_hf_heads(tmp_path, run_without_hf_heads):
         """
     )
     assert "GaamGPT2ForSequenceClassification" in output
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=0, atol=0)
+    # A saved folder carries no fused kernel, so it runs GAAM's exact PyTorch path: equal up to float32 rounding.
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_one_gaam_class_inside_the_package():
@@ -258,6 +259,8 @@ def test_one_gaam_class_inside_the_package():
         (dict(gaam_num_heads=0), "gaam_num_heads"),
         (dict(gaam_num_gaussians=-2), "gaam_num_gaussians"),
         (dict(gaam_eps=0.0), "gaam_eps"),
+        (dict(gaam_normalization="softmax"), "gaam_normalization"),
+        (dict(gaam_gate_init=float("nan")), "gaam_gate_init"),
         (dict(classifier_pooling="first"), "classifier_pooling"),
     ],
 )
@@ -285,7 +288,7 @@ def test_gpt2_sequence_classifier_checkpoint_keeps_its_score_head(tmp_path):
     torch.manual_seed(0)
     gpt2 = GPT2ForSequenceClassification(GPT2Config(**TINY, num_labels=3, pad_token_id=0)).eval()
     gpt2.save_pretrained(tmp_path)
-    ours = GaamGPT2ForSequenceClassification.from_pretrained(tmp_path).eval()
+    ours = GaamGPT2ForSequenceClassification.from_pretrained(tmp_path, gaam_gate_init=0.0).eval()
     assert torch.equal(ours.score.weight, gpt2.score.weight)
     ids = batch()
     torch.testing.assert_close(ours(input_ids=ids).logits, gpt2(input_ids=ids).logits)

@@ -95,7 +95,7 @@ def test_attentions_hidden_states_and_caches_equal_gpt2s_when_the_gates_are_clos
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel._from_config(GPT2Config(**TINY), attn_implementation="eager").eval()
     gpt2.save_pretrained(tmp_path)
-    ours = GaamGPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    ours = GaamGPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager", gaam_gate_init=0.0).eval()
     inputs = dict(input_ids=ids(), output_attentions=True, output_hidden_states=True, use_cache=True)
     expected, actual = gpt2(**inputs), ours(**inputs)
     for name in ("attentions", "hidden_states"):

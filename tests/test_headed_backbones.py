@@ -225,7 +225,8 @@ def test_gaam_gpt2_backbone_folder_loads_without_hf_heads(tmp_path, run_without_
         torch.save(logits, {str(tmp_path / "out.pt")!r})
         """
     )
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(input_ids=tokens()).logits, rtol=0, atol=0)
+    # A saved folder carries no fused GAAM kernel, so it runs the exact PyTorch path: equal up to float32 rounding.
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(input_ids=tokens()).logits, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

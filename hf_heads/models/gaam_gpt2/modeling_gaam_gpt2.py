@@ -43,9 +43,9 @@ logger = logging.get_logger(__name__)
 class GaamGate(nn.Module):
     """A learned scalar on GAAM's residual branch; a module (not a bare parameter) so `peft` can train it."""
 
-    def __init__(self):
+    def __init__(self, initial_value: float = 0.0):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(()))
+        self.weight = nn.Parameter(torch.tensor(float(initial_value)))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.weight * hidden_states
@@ -60,10 +60,13 @@ class GaamGPT2Block(GPT2Block):
         if self.gaam_placement is None:
             return
         axis = 1 if config.gaam_norm_axis == "sequence" else -1
-        self.gaam = GaussianAdaptiveAttention(config.gaam_num_heads, config.gaam_num_gaussians, axis, config.gaam_eps)
+        self.gaam = GaussianAdaptiveAttention(
+            config.gaam_num_heads, config.gaam_num_gaussians, axis, config.gaam_eps, config.gaam_normalization
+        )
         if self.gaam_placement == "augment":
-            # Starts closed: at step 0 the block is exactly GPT-2's, and the optimiser opens it.
-            self.gaam_gate = GaamGate()
+            # Open from the start (see `gaam_gate_init`): an optimiser does not open a closed gate on a branch
+            # that starts out mostly parallel to the residual stream.
+            self.gaam_gate = GaamGate(config.gaam_gate_init)
         else:
             # Unused weights would be dead parameters (and DDP errors on parameters without gradients).
             del self.attn
