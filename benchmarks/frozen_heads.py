@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
 from hf_heads import CachedFeaturesCollator, HeadedModelForSequenceClassification, cache_backbone_features  # noqa: E402
+from hf_heads.models.headed.heads import HEADS, SEQUENCE  # noqa: E402
 from hf_heads.training.data import load_bbc_news  # noqa: E402
 
 
@@ -54,7 +55,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="64 articles, 32 tokens, 3 epochs (a smoke test)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--head-type", default="gaam_layers", choices=["gaam_layers", "mean", "last_token", "attention"])
+    sequence_heads = sorted(name for name, head in HEADS.items() if SEQUENCE in head.tasks)
+    parser.add_argument("--head-type", default="gaam_layers", choices=sequence_heads)
     parser.add_argument("--results-dir", type=Path, default=None)
     options = parser.parse_args()
     if options.quick:

@@ -25,7 +25,13 @@ from .models.gaam_gpt2 import (
     GaamGPT2LMHeadModel,
     GaamGPT2Model,
 )
-from .models.headed import HeadedConfig, HeadedModelForSequenceClassification, HeadedModelForTokenClassification
+from .models.headed import (
+    Head,
+    HeadedConfig,
+    HeadedModelForSequenceClassification,
+    HeadedModelForTokenClassification,
+    register_head,
+)
 from .tokenization import CharTokenizer
 
 
@@ -71,6 +77,7 @@ __all__ = [
     "GaamGPT2LMHeadModel",
     "GaamGPT2Model",
     "GaussianAdaptiveAttention",
+    "Head",
     "HeadedConfig",
     "HeadedModelForSequenceClassification",
     "HeadedModelForTokenClassification",
@@ -81,4 +88,5 @@ __all__ = [
     "importance_factors",
     "lora_config_for",
     "plot_importance",
+    "register_head",
 ]

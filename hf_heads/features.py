@@ -1,8 +1,9 @@
 """Frozen-backbone feature caching: run the backbone once, then train a `headed` model's head for many epochs.
 
-`cache_backbone_features` stores what the head reads (see `HEAD_FEATURES` in the `headed` modelling file) as dataset
-columns; the model's `forward` accepts those columns instead of `input_ids`, and `CachedFeaturesCollator` batches
-them for `Trainer`. The logits equal those of the uncached model because a frozen backbone runs in eval mode in both.
+`cache_backbone_features` stores what the head reads (the column named by the head's `feature`, see the `headed`
+heads file) as dataset columns; the model's `forward` accepts those columns instead of `input_ids`, and
+`CachedFeaturesCollator` batches them for `Trainer`. The logits equal those of the uncached model because a frozen
+backbone runs in eval mode in both.
 """
 
 from dataclasses import dataclass
@@ -31,9 +32,11 @@ def cache_backbone_features(
     model: HeadedPreTrainedModel, dataset: Dataset, batch_size: int = 32, desc: str = "Caching backbone features"
 ) -> Dataset:
     """
-    Runs `model`'s frozen backbone once over a tokenized `dataset` and returns it with the token columns replaced by
-    what the head reads: `backbone_layer_states` ("gaam_layers"), `backbone_pooled_states` ("mean", "last_token")
-    or `backbone_hidden_states` + `attention_mask` ("attention", token classification). Other columns (labels) stay.
+    Runs `model`'s frozen backbone once over a tokenized `dataset` (its `token_type_ids` and `position_ids` too, where
+    present) and returns it with the token columns replaced by what the head reads: `model.feature_name`, e.g.
+    `backbone_layer_states` ("gaam_layers", "scalar_mix", "daam"), `backbone_pooled_states` ("mean"),
+    `backbone_last_token_states` ("last_token"), or `backbone_hidden_states` + `attention_mask` ("attention",
+    "linear"). Other columns (labels) stay.
 
     Per-token features are stored at each row's own length, so batches of cached rows pad exactly like batches of
     tokens; use `CachedFeaturesCollator` to batch them.
@@ -53,7 +56,7 @@ def cache_backbone_features(
     was_training = model.training
     model.eval()
     device = model.device
-    per_token = model.feature_name == "backbone_hidden_states"
+    per_token = model.feature_is_per_token
 
     def encode(batch):
         lengths = [len(ids) for ids in batch["input_ids"]]
@@ -62,8 +65,10 @@ def cache_backbone_features(
             attention_mask = _pad(batch["attention_mask"], 0).to(device)
         else:
             attention_mask = _pad([[1] * length for length in lengths], 0).to(device)
+        # Right-padded like the rows of a tokenizer's batch; the backbone's other inputs pass as they are.
+        extra = {name: _pad(batch[name], 0).to(device) for name in ("token_type_ids", "position_ids") if name in batch}
         with torch.no_grad():
-            features = model.backbone_features(input_ids=input_ids, attention_mask=attention_mask)
+            features = model.backbone_features(input_ids=input_ids, attention_mask=attention_mask, **extra)
         values = features[model.feature_name].float().cpu().numpy()
         if not per_token:
             return {model.feature_name: list(values)}
@@ -84,7 +89,8 @@ def cache_backbone_features(
 class CachedFeaturesCollator:
     """
     Batches rows of `cache_backbone_features`: per-token features and masks are right-padded to the longest row (the
-    mask keeps padding out of the head), per-token labels padded with `label_pad_token_id`, the rest stacked.
+    mask keeps padding out of the head), per-token (integer) labels padded with `label_pad_token_id`, the rest
+    stacked (float label vectors are multi-label targets).
     """
 
     label_pad_token_id: int = -100
@@ -95,14 +101,16 @@ class CachedFeaturesCollator:
             values = [np.asarray(row[name]) for row in rows]
             if values[0].dtype.kind not in "biuf":
                 continue  # text and other raw columns are not model inputs
-            if name == "backbone_hidden_states":
-                batch[name] = _pad(values, 0.0).float()
+            if name in ("labels", "label"):
+                name = "labels"
+                if values[0].ndim == 1 and values[0].dtype.kind in "iu":  # one label per token
+                    batch[name] = _pad(values, self.label_pad_token_id).long()
+                else:  # a class id, a regression target, or a multi-label vector (float)
+                    batch[name] = torch.as_tensor(np.stack(values))
             elif name == "attention_mask":
                 batch[name] = _pad(values, 0).long()
-            elif name in ("labels", "label") and values[0].ndim == 1:
-                batch["labels"] = _pad(values, self.label_pad_token_id).long()
-            elif name in ("labels", "label"):
-                batch["labels"] = torch.as_tensor(np.stack(values))
+            elif values[0].dtype.kind == "f":  # features; per-token ones vary in length
+                batch[name] = _pad(values, 0.0).float()
             else:
                 batch[name] = torch.as_tensor(np.stack(values))
         return batch

@@ -98,17 +98,19 @@ CASES = [
     ("classifier-pooling", "classifier_pooling='max'", lambda t: GaamGPT2Config(classifier_pooling="max"),
      ValueError, r"`classifier_pooling`='max' is not supported; accepted values: "),
     ("head-type", "head_type='lstm'", lambda t: HeadedConfig(backbone_config=TINY_GPT2, head_type="lstm"),
-     ValueError, r"`head_type`='lstm' is not supported; accepted values: 'attention', 'gaam_layers', 'last_token', 'mean'"),
+     ValueError, r"`head_type`='lstm' is not supported; accepted values: 'attention', 'daam', 'gaam_layers', "
+                 r"'last_token', 'linear', 'mean', 'scalar_mix'"),
     ("head-pooling", "head_pooling='max'", lambda t: HeadedConfig(backbone_config=TINY_GPT2, head_pooling="max"),
      ValueError, r"`head_pooling`='max' is not supported; accepted values: 'last', 'mean', 'attention'"),
     ("num-labels", "num_labels=0", lambda t: HeadedConfig(backbone_config=TINY_GPT2, num_labels=0),
      ValueError, r"`num_labels` must be at least 1, got 0"),
     ("head-num-heads", "an attention head whose heads do not divide the hidden size",
      lambda t: HeadedConfig(backbone_config=TINY_GPT2, head_type="attention", head_num_heads=5),
-     ValueError, r"`head_num_heads`=5 must divide the backbone's hidden size 32"),
+     ValueError, r"head_type='attention': `head_num_heads`=5 does not fit; it must divide the backbone's hidden size "
+                 r"32"),
     ("token-head", "token classification with a pooling head",
      lambda t: HeadedModelForTokenClassification(HeadedConfig(backbone_config=TINY_GPT2, head_type="mean")),
-     ValueError, r"`head_type`='mean' pools a whole sequence and cannot label tokens"),
+     ValueError, r"head_type='mean' cannot serve token classification; heads that can: 'attention', 'linear'"),
     # Model loading and features
     ("checkpoint-shapes", "a checkpoint with 2 GAAM heads loaded as 4",
      lambda t: GaamGPT2ForSequenceClassification.from_pretrained(saved_tiny_classifier(t), gaam_num_heads=4),

@@ -38,8 +38,9 @@ def test_benchmark_runs_quick(tmp_path, script):
 
 @pytest.mark.slow
 def test_quality_runs_every_row_quick(tmp_path):
-    result = run_quick(tmp_path, "quality.py", [])
-    for approach in ("TF-IDF", "from scratch", "demo pipeline", "linear probe", "LoRA"):
+    rows = ["tfidf", "frozen_minilm", "curve", "scratch", "demo", "lora_minilm"]
+    result = run_quick(tmp_path, "quality.py", ["--rows", *rows])
+    for approach in ("TF-IDF", "from scratch", "demo pipeline", "linear probe", "daam", "LoRA", "Learning curve"):
         assert approach in result
 
 

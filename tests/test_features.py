@@ -1,5 +1,6 @@
 """Frozen-backbone feature caching: cached and uncached heads give the same logits, also through `Trainer`."""
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -18,7 +19,7 @@ BACKBONES = {
     "gpt2": GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=64),
     "bert": BertConfig(
         num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64, vocab_size=100,
-        max_position_embeddings=64,
+        max_position_embeddings=64, type_vocab_size=2,
     ),
 }
 HEADS = [
@@ -26,6 +27,8 @@ HEADS = [
     dict(head_type="last_token"),
     dict(head_type="attention", head_pooling="attention"),
     dict(head_type="gaam_layers", gaam_num_gaussians=3),
+    dict(head_type="scalar_mix"),
+    dict(head_type="daam", daam_conv_channels=8),
 ]
 
 
@@ -143,3 +146,27 @@ def test_cached_features_that_do_not_fit_the_head_are_refused(head, features, me
 def test_tokens_and_cached_features_together_are_refused():
     with pytest.raises(ValueError, match="pass one or the other"):
         make(head_type="mean")(input_ids=torch.ones(1, 3, dtype=torch.long), backbone_pooled_states=torch.zeros(1, 32))
+
+
+def test_caching_passes_segment_ids_to_the_backbone():
+    model = make("bert", head_type="mean").eval()
+    dataset = token_dataset()
+    dataset = dataset.add_column("token_type_ids", [[0] * (len(ids) // 2) + [1] * (len(ids) - len(ids) // 2)
+                                                    for ids in dataset["input_ids"]])
+    cached = cache_backbone_features(model, dataset)
+    batch = CachedFeaturesCollator()([cached[i] for i in range(len(cached))])
+    input_ids, attention_mask = token_batch(dataset)
+    token_type_ids = torch.tensor([row + [0] * (input_ids.shape[1] - len(row)) for row in dataset["token_type_ids"]])
+    with torch.no_grad():
+        expected = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+        without = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        got = model(backbone_pooled_states=batch["backbone_pooled_states"]).logits
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(got, without)
+
+
+def test_collator_keeps_multi_label_targets_as_float_vectors():
+    rows = [{"backbone_pooled_states": np.zeros(4, dtype=np.float32), "labels": np.array([1.0, 0.0, 1.0])},
+            {"backbone_pooled_states": np.ones(4, dtype=np.float32), "labels": np.array([0.0, 1.0, 0.0])}]
+    batch = CachedFeaturesCollator()(rows)
+    assert batch["labels"].dtype == torch.float64 and batch["labels"].tolist() == [[1, 0, 1], [0, 1, 0]]

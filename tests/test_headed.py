@@ -1,4 +1,8 @@
-"""`headed` models on tiny GPT-2, BERT and Llama backbones and on the real pretrained all-MiniLM-L6-v2."""
+"""`headed` models on tiny GPT-2, BERT and Llama backbones and on the real pretrained all-MiniLM-L6-v2: round trips,
+the loss's problem types, token classification, bad fields. Padding, inputs and gradients on every backbone family are
+in test_headed_backbones.py; the registry and the "daam" head in test_heads_registry.py."""
+
+import warnings
 
 import pytest
 import torch
@@ -32,6 +36,8 @@ HEADS = [
     dict(head_type="attention", head_num_heads=2, head_pooling="attention"),
     dict(head_type="attention", head_pooling="last"),
     dict(head_type="gaam_layers", gaam_num_gaussians=3),
+    dict(head_type="scalar_mix"),
+    dict(head_type="daam", daam_conv_channels=8),
 ]
 
 
@@ -56,23 +62,6 @@ def test_auto_round_trip_gives_identical_logits(tmp_path, backbone, head):
     torch.testing.assert_close(reloaded(input_ids=ids()).logits, model(input_ids=ids()).logits, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
-@pytest.mark.parametrize("head", HEADS, ids=lambda head: "-".join(map(str, head.values())))
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_padding_does_not_change_predictions(backbone, head, side):
-    model = make(backbone, **head)
-    alone = ids(size=1, length=6)
-    pad = torch.zeros(1, 3, dtype=torch.long)
-    padded = torch.cat([pad, alone], 1) if side == "left" else torch.cat([alone, pad], 1)
-    mask = torch.ones(1, 9, dtype=torch.long)
-    mask[0, :3] = 0 if side == "left" else 1
-    if side == "right":
-        mask[0, 6:] = 0
-    batch = torch.cat([padded, ids(seed=2, size=1)])
-    logits = model(input_ids=batch, attention_mask=torch.cat([mask, torch.ones(1, 9, dtype=torch.long)])).logits
-    torch.testing.assert_close(logits[0], model(input_ids=alone).logits[0], rtol=1e-4, atol=1e-5)
-
-
 @pytest.mark.parametrize("head", HEADS, ids=lambda head: "-".join(map(str, head.values())))
 def test_frozen_backbone_trains_only_the_head(head):
     model = make("gpt2", freeze_backbone=True, **head)
@@ -92,14 +81,76 @@ def test_lm_checkpoint_becomes_classifier_keeping_every_backbone_tensor(tmp_path
 
 
 def test_token_classification_heads():
-    config = HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="attention", num_labels=5)
+    config = HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="attention", num_labels=5,
+                          head_pooling="attention")
     model = AutoModelForTokenClassification.from_config(config)
     output = model(input_ids=ids(), labels=torch.zeros(2, 9, dtype=torch.long))
     assert output.logits.shape == (2, 9, 5) and output.loss is not None
-    with pytest.raises(ValueError, match="head_type.*gaam_layers.*cannot label tokens"):
+    # Labelling tokens pools nothing: no pooling query or attention is built (they would never get a gradient).
+    assert not [name for name, _ in model.head.named_parameters() if "query" in name or "pool_attention" in name]
+    with pytest.raises(ValueError, match="head_type='gaam_layers' cannot serve token classification; heads that can"):
         HeadedModelForTokenClassification(
             HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="gaam_layers")
         )
+    with pytest.raises(ValueError, match="head_type='linear' cannot serve sequence classification"):
+        HeadedModelForSequenceClassification(HeadedConfig(backbone_config=BACKBONES["bert"], head_type="linear"))
+
+
+def test_last_token_for_token_classification_is_linear_with_a_deprecation_warning():
+    config = HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="last_token", num_labels=4)
+    with pytest.warns(FutureWarning, match="head_type='last_token' for token classification is deprecated.*'linear'"):
+        model = HeadedModelForTokenClassification(config)
+    assert model.config.head_type == "linear" and model(input_ids=ids()).logits.shape == (2, 9, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HeadedModelForTokenClassification(HeadedConfig(backbone_config=BACKBONES["bert"], head_type="linear"))
+
+
+def reference_loss(problem_type, logits, labels):
+    """transformers' rules, written out with torch's functional losses."""
+    functional = torch.nn.functional
+    if problem_type == "regression":
+        return functional.mse_loss(logits.squeeze(-1) if logits.shape[-1] == 1 else logits, labels.float())
+    if problem_type == "single_label_classification":
+        return functional.cross_entropy(logits, labels)
+    return functional.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+@pytest.mark.parametrize(
+    "num_labels, problem_type, labels, inferred",
+    [
+        (3, None, torch.tensor([0, 2]), "single_label_classification"),
+        (3, None, torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]), "multi_label_classification"),
+        (1, None, torch.tensor([0.3, -1.2]), "regression"),
+        (3, "regression", torch.tensor([[0.5, 1.0, -2.0], [0.0, 0.1, 0.2]]), "regression"),
+        (3, "multi_label_classification", torch.tensor([[1, 0, 1], [0, 1, 0]]), "multi_label_classification"),
+    ],
+)
+def test_loss_honours_problem_type_as_transformers_does(num_labels, problem_type, labels, inferred):
+    model = make("bert", num_labels=num_labels, head_type="mean", problem_type=problem_type)
+    output = model(input_ids=ids(), labels=labels)
+    torch.testing.assert_close(output.loss, reference_loss(inferred, output.logits, labels))
+    assert model.config.problem_type == inferred  # recorded, as transformers' classifiers do, so a save says it
+
+
+def test_return_dict_false_gives_a_tuple():
+    model = make("gpt2", head_type="mean")
+    loss, logits = model(input_ids=ids(), labels=torch.tensor([0, 1]), return_dict=False)
+    assert logits.shape == (2, 3) and loss.dim() == 0
+
+
+def test_gaam_normalization_reaches_the_op_and_old_configs_keep_sum(tmp_path):
+    model = make("bert", head_type="gaam_layers")
+    assert model.head.gaam.normalization == HeadedConfig.gaam_normalization != "sum"
+    model.save_pretrained(tmp_path)
+    config_file = tmp_path / "config.json"
+    import json
+
+    saved = json.loads(config_file.read_text())
+    del saved["gaam_normalization"]  # as written before the field existed
+    config_file.write_text(json.dumps(saved))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert reloaded.config.gaam_normalization == "sum" and reloaded.head.gaam.normalization == "sum"
 
 
 @pytest.mark.parametrize(
@@ -110,6 +161,8 @@ def test_token_classification_heads():
         (dict(num_labels=0), "num_labels"),
         (dict(head_type="attention", head_num_heads=5), "head_num_heads"),
         (dict(head_type="gaam_layers", gaam_num_heads=3), "gaam_num_heads"),
+        (dict(head_type="gaam_layers", gaam_normalization="softmax"), "gaam_normalization"),
+        (dict(head_type="daam", daam_num_heads=2), "daam_num_heads"),
         (dict(head_dropout=1.5), "head_dropout"),
     ],
 )
@@ -146,7 +199,7 @@ def test_gaam_layers_head_on_pretrained_minilm_learns():
     assert not torch.allclose(model.head.gaam.mean_offsets, torch.zeros_like(model.head.gaam.mean_offsets))
 
 
-@pytest.mark.parametrize("head", [dict(head_type="gaam_layers"), dict(head_type="attention")])
+@pytest.mark.parametrize("head", [dict(head_type="gaam_layers"), dict(head_type="attention"), dict(head_type="daam")])
 def test_saved_folder_loads_without_hf_heads(tmp_path, run_without_hf_heads, head):
     model = make("bert", **head)
     model.save_pretrained(tmp_path / "model")

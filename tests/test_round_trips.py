@@ -14,6 +14,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
     BertConfig,
+    GPT2Config,
 )
 
 import hf_heads
@@ -105,7 +106,7 @@ def test_every_class_loads_with_remote_code_without_hf_heads(saved, run_without_
 def test_saved_folders_hold_safetensors_and_only_this_packages_code(saved):
     folder, _ = saved
     allowed_code = {"configuration_gaam_gpt2.py", "modeling_gaam_gpt2.py", "configuration_headed.py",
-                    "modeling_headed.py", "heads.py", "gaam_layer.py", "readable_weights.py"}
+                    "modeling_headed.py", "heads.py", "gaam_layer.py", "readable_weights.py", "losses.py"}
     for name, *_ in CLASSES:
         files = {path.name for path in (folder / name).iterdir()}
         assert "model.safetensors" in files
@@ -148,9 +149,11 @@ def tokenizer():
             hf_heads.GaamGPT2Config(**{**TINY, "vocab_size": vocab}, num_labels=3, classifier_pooling="last")),
         lambda vocab: hf_heads.GaamGPT2ForSequenceClassification(hf_heads.GaamGPT2Config(
             **{**TINY, "vocab_size": vocab}, num_labels=3, classifier_pooling="mean", gaam_norm_axis="sequence")),
+        # A decoder backbone: left padding is a decoder's norm (an encoder such as BERT numbers left-padded positions
+        # as the plain BERT does, so there only right padding keeps a row as alone).
         lambda vocab: hf_heads.HeadedModelForSequenceClassification(hf_heads.HeadedConfig(
-            backbone_config=BertConfig(**{**BERT.to_dict(), "vocab_size": vocab}), head_type="attention",
-            head_pooling="attention", num_labels=3)),
+            backbone_config=GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=vocab, n_positions=32),
+            head_type="attention", head_pooling="attention", num_labels=3)),
     ],
     ids=["gaam_gpt2 last", "gaam_gpt2 mean sequence-axis", "headed attention"],
 )

@@ -79,7 +79,8 @@ def importance_factors(model: nn.Module, batches) -> ImportanceFactors:
     averagers = {
         name: _WeightAverager(module)
         for name, module in model.named_modules()
-        if isinstance(module, GaussianAdaptiveAttention)
+        # Modules declaring `reports_importance` (the `headed` "daam" head's gate) report their gate the same way.
+        if isinstance(module, GaussianAdaptiveAttention) or getattr(module, "reports_importance", False)
     }
     if not averagers:
         raise ValueError(f"`model` ({type(model).__name__}) has no GAAM layer; the Importance Factor needs one.")
@@ -97,8 +98,10 @@ def importance_factors(model: nn.Module, batches) -> ImportanceFactors:
         model.train(was_training)
     if not seen:
         raise ValueError("`batches` is empty; the Importance Factor averages over at least one batch.")
-    results = [averager.result() for averager in averagers.values()]
-    return ImportanceFactors(list(averagers), [factor for factor, _ in results], [heads for _, heads in results])
+    # GAAM layers that did not run (a backbone's, when a head reads cached features) have no factor.
+    ran = {name: averager for name, averager in averagers.items() if averager.total is not None}
+    results = [averager.result() for averager in ran.values()]
+    return ImportanceFactors(list(ran), [factor for factor, _ in results], [heads for _, heads in results])
 
 
 def plot_importance(factors: ImportanceFactors, path, title: str = "GAAM Importance Factor", axis_label: str = "position along the normalised axis"):

@@ -11,13 +11,18 @@ Semantics (those of the reference package `gaussian-adaptive-attention`), per he
     w         = w / max(sum(w), eps)
     out       = x * w
 
+That last normalisation makes the weights average 1/n over a head's n elements, so `out` is about x / n. Two
+scale-preserving variants (`normalization`): "mean" scales the weights to average 1 over the head's real elements,
+"none" uses the density divided by its peak value as a gate in (0, 1], as the authors' own PEFT head does.
+
 A product of Gaussians is a single Gaussian, so the loop over G collapses. With precisions p_g = 1 / c_g^2,
 P = sum p_g, A = sum p_g o_g and Q = sum p_g o_g^2 (o = mean_offsets, s = sqrt(var)):
 
     log w = -P / 2 * ((x - mean - A / P) / s)^2  -  (Q - A^2 / P) / (2 s^2)  +  log_norm
 
 where log_norm = -G/2 log(2 pi) - sum_g log|c_g|. The normalisation is a log-sum-exp. Computed this way the
-cost does not grow with G, and nothing underflows where the reference's product of densities does.
+cost does not grow with G, and nothing underflows where the reference's product of densities does. The density's
+peak (over x) is exp(log_norm - (Q - A^2 / P) / (2 s^2)), so the peak-1 gate of "none" is exp of the first term.
 """
 
 import math
@@ -25,6 +30,9 @@ import math
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+
+NORMALIZATIONS = ("sum", "mean", "none")
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -92,36 +100,48 @@ class _Buckets:
 
 
 class _GaussianWeights(torch.autograd.Function):
-    """Normalised GAAM weights of `x` for heads laid out by `segments`, with a hand-written backward.
+    """GAAM weights of `x` for heads laid out by `segments`, with a hand-written backward.
 
     Inputs per head (shaped by `segments.per_head`): total precision P, shift A / P, spread D = Q - A^2 / P and
     log_norm. With mean m, centred c = x - m, variance v, scale a = sqrt(P / (2 v)), z = (c - A / P) a:
 
-        log w = k - z^2,   k = log_norm - D / (2 v)
+        log density = k - z^2,   k = log_norm - D / (2 v)
+
+    "none" returns exp(-z^2) (the density over its peak exp(k)); "sum" and "mean" normalise exp(-z^2) per head,
+    where k cancels except under the reference's eps floor ("sum" only).
 
     Autograd through those few lines records ~25 full-size ops; the backward below needs ~10, which is most of
     the op's speed on CPU.
     """
 
     @staticmethod
-    def forward(ctx, x, total_precision, shift, spread_of_offsets, log_norm, segments, eps):
+    def forward(ctx, x, total_precision, shift, spread_of_offsets, log_norm, segments, eps, normalization):
         mean = segments.sum(x) / segments.count
         centered = x - segments.spread(mean)
         var = segments.sum(centered.square()) / segments.bessel + eps
         scale = (0.5 * total_precision / var).sqrt()
         z = torch.addcmul(segments.spread(-shift * scale), centered, segments.spread(scale))
         q = z.square()
-        k = log_norm - 0.5 * spread_of_offsets / var
-        # Normalise around each head's peak so nothing overflows or underflows. With e = exp(peak - q), the
-        # reference's `w / max(sum w, eps)` is `e * min(1 / sum e, exp(k - peak) / eps)`; sum e >= 1 (the peak
-        # itself) and exp(k - peak) can only underflow to 0.
-        peak = -segments.amax(-q)
-        unnormalised = (segments.spread(peak) - q).exp_()
-        normal = segments.sum(unnormalised).reciprocal()
-        floored = (k - peak).exp() / eps
-        clamped = floored < normal
-        weights = unnormalised.mul_(segments.spread(torch.where(clamped, floored, normal)))
+        clamped = None
+        if normalization == "none":
+            weights = q.neg_().exp_()
+        else:
+            # Normalise around each head's peak so nothing overflows or underflows: e = exp(peak - q), sum e >= 1.
+            peak = -segments.amax(-q)
+            unnormalised = (segments.spread(peak) - q).exp_()
+            normal = segments.sum(unnormalised).reciprocal()
+            if normalization == "mean":
+                factor = normal * segments.count
+            else:
+                # The reference's `w / max(sum w, eps)` is `e * min(1 / sum e, exp(k - peak) / eps)`, and
+                # exp(k - peak) can only underflow to 0.
+                k = log_norm - 0.5 * spread_of_offsets / var
+                floored = (k - peak).exp() / eps
+                clamped = floored < normal
+                factor = torch.where(clamped, floored, normal)
+            weights = unnormalised.mul_(segments.spread(factor))
         ctx.segments = segments
+        ctx.normalization = normalization
         ctx.save_for_backward(centered, z, weights, scale, var, total_precision, spread_of_offsets, clamped)
         return weights
 
@@ -130,10 +150,19 @@ class _GaussianWeights(torch.autograd.Function):
     def backward(ctx, grad_weights):
         segments = ctx.segments
         centered, z, weights, scale, var, total_precision, spread_of_offsets, clamped = ctx.saved_tensors
-        # Softmax backward where the floor is inactive; where it is active, w = exp(k - q) / eps.
+        # w = e * factor with e = exp(peak - q): softmax backward where the factor depends on q (1 / sum e for "sum"
+        # without its floor, n / sum e for "mean"), w = exp(k - q) / eps where the floor is active, w = exp(-q) for
+        # "none".
         beta = segments.sum(grad_weights * weights)
-        grad_q = (segments.spread(beta.masked_fill(clamped, 0.0)) - grad_weights).mul_(weights)
-        grad_k = beta.masked_fill(~clamped, 0.0)
+        grad_k = torch.zeros_like(beta)
+        if ctx.normalization == "sum":
+            grad_k = beta.masked_fill(~clamped, 0.0)
+            beta = beta.masked_fill(clamped, 0.0)
+        elif ctx.normalization == "mean":
+            beta = beta / segments.count
+        else:
+            beta = torch.zeros_like(beta)
+        grad_q = (segments.spread(beta) - grad_weights).mul_(weights)
         grad_z = grad_q.mul_(z).mul_(2.0)
         grad_scale = segments.sum(grad_z * z) / scale
         grad_shift = -scale * segments.sum(grad_z)
@@ -154,13 +183,16 @@ class _GaussianWeights(torch.autograd.Function):
             per_head(grad_k, total_precision),
             None,
             None,
+            None,
         )
 
 
-def gaussian_weights(x, segments, total_precision, shift, spread_of_offsets, log_norm, eps: float) -> torch.Tensor:
-    """Normalised GAAM weights of `x`, heads laid out by `segments`; parameters are per-head vectors."""
+def gaussian_weights(
+    x, segments, total_precision, shift, spread_of_offsets, log_norm, eps: float, normalization: str
+) -> torch.Tensor:
+    """GAAM weights of `x`, heads laid out by `segments`; parameters are per-head vectors."""
     per_head = (segments.per_head(p) for p in (total_precision, shift, spread_of_offsets, log_norm))
-    return _GaussianWeights.apply(x, *per_head, segments, eps)
+    return _GaussianWeights.apply(x, *per_head, segments, eps, normalization)
 
 
 class GaussianAdaptiveAttention(nn.Module):
@@ -177,13 +209,22 @@ class GaussianAdaptiveAttention(nn.Module):
             The axis along which statistics and weights are computed (for `(batch, seq, hidden)` inputs: `1` for
             the sequence, `-1` for the features).
         eps (`float`, *optional*, defaults to 1e-8):
-            Added to the variance, and the floor of the normalising sum (as in the reference).
+            Added to the variance, and the floor of the normalising sum of "sum" (as in the reference).
+        normalization (`str`, *optional*, defaults to `"sum"`):
+            How each head's Gaussian density becomes weights:
+            - `"sum"`: divided by its sum over the head's elements, floored at `eps` (the reference). Weights average
+              1/n over a head of n elements, so the output is about `x / n`.
+            - `"mean"`: scaled to average 1 over the head's real (unpadded) elements; keeps the input's scale.
+            - `"none"`: the density divided by its peak value, a gate in (0, 1] (the authors' PEFT head).
+            A row whose positions are all padding passes through unchanged in every mode.
 
     Parameters `mean_offsets` and `c` have shape `(num_heads, num_gaussians)`: row `h` holds the reference's
     per-head `mean_offsets` and `c`.
     """
 
-    def __init__(self, num_heads: int, num_gaussians: int, norm_axis: int, eps: float = 1e-8):
+    def __init__(
+        self, num_heads: int, num_gaussians: int, norm_axis: int, eps: float = 1e-8, normalization: str = "sum"
+    ):
         super().__init__()
         _check_positive_int("num_heads", num_heads)
         _check_positive_int("num_gaussians", num_gaussians)
@@ -191,15 +232,23 @@ class GaussianAdaptiveAttention(nn.Module):
             raise ValueError(f"`norm_axis` must be an integer axis index, got {norm_axis!r}.")
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"`eps` must be a positive number, got {eps!r}.")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"`normalization` must be one of {', '.join(repr(n) for n in NORMALIZATIONS)}, got {normalization!r}."
+            )
         self.num_heads = num_heads
         self.num_gaussians = num_gaussians
         self.norm_axis = norm_axis
         self.eps = float(eps)
+        self.normalization = normalization
         self.mean_offsets = nn.Parameter(torch.zeros(num_heads, num_gaussians))
         self.c = nn.Parameter(torch.randn(num_heads, num_gaussians))
 
     def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, num_gaussians={self.num_gaussians}, norm_axis={self.norm_axis}, eps={self.eps}"
+        return (
+            f"num_heads={self.num_heads}, num_gaussians={self.num_gaussians}, norm_axis={self.norm_axis}, "
+            f"eps={self.eps}, normalization={self.normalization!r}"
+        )
 
     def _axis(self, x: torch.Tensor) -> int:
         if not -x.dim() <= self.norm_axis < x.dim():
@@ -242,7 +291,7 @@ class GaussianAdaptiveAttention(nn.Module):
             attention_mask: optional `(batch, sequence)` mask over `x`'s first two axes, 1 for real positions and 0
                 for padding. Padded positions are left out of the means, variances and normalisation, and are
                 returned unchanged (their weights are 0).
-            return_weights: also return the normalised Gaussian weights, shaped like `x`.
+            return_weights: also return the Gaussian weights (see `normalization`), shaped like `x`.
         """
         axis = self._axis(x)
         valid = None if attention_mask is None else self._valid_positions(x, attention_mask)
@@ -258,7 +307,7 @@ class GaussianAdaptiveAttention(nn.Module):
             x_last = x_compute.movedim(axis, -1)
             segments = _Buckets(valid.movedim(axis, -1), x_last.shape, self.num_heads)
             heads = self._head_parameters(compute_dtype)
-            weights = gaussian_weights(x_last, segments, *heads, eps=self.eps).movedim(-1, axis)
+            weights = gaussian_weights(x_last, segments, *heads, self.eps, self.normalization).movedim(-1, axis)
 
         if valid is not None:
             weights = weights.masked_fill(~valid, 0.0)
@@ -281,6 +330,8 @@ class GaussianAdaptiveAttention(nn.Module):
             block = x.narrow(axis, parts[0][2] if first_head else 0, length)
             segments = _Blocks(block, axis, end_head - first_head)
             heads = self._head_parameters(x.dtype, slice(first_head, end_head))
-            block_weights = gaussian_weights(block.reshape(segments.shape), segments, *heads, eps=self.eps)
+            block_weights = gaussian_weights(
+                block.reshape(segments.shape), segments, *heads, self.eps, self.normalization
+            )
             weights.append(block_weights.reshape(block.shape))
         return weights[0] if len(weights) == 1 else torch.cat(weights, dim=axis)

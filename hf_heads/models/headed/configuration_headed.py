@@ -4,9 +4,17 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .configuration_gaam_gpt2 import GaamGPT2Config
+from .heads import HEADS
 
-HEAD_TYPES = ("attention", "gaam_layers", "last_token", "mean")
+
+HEAD_TYPES = tuple(HEADS)  # the built-in head types; `hf_heads.register_head` adds more
 HEAD_POOLINGS = ("last", "mean", "attention")
+GAAM_NORMALIZATIONS = ("sum", "mean", "none")
+DAAM_VARIANTS = ("daam", "gqdaam")
+# This package's own backbones, whose code a saved folder carries (beside this file) so that it loads without the
+# package: `AutoConfig` knows them only where `hf_heads` is imported.
+CARRIED_BACKBONE_CONFIGS = {GaamGPT2Config.model_type: GaamGPT2Config}
 
 
 # Kept in this file rather than shared: a folder saved for `trust_remote_code=True` carries only this model's files.
@@ -24,11 +32,15 @@ class HeadedConfig(PreTrainedConfig):
     backbone_config (`dict` or `PreTrainedConfig`):
         The backbone's configuration (GPT-2, BERT, Llama, ...).
     head_type (`str`, *optional*, defaults to `"mean"`):
-        `"attention"`: a multi-head self-attention encoder over the backbone's last hidden states, then pooling and
-        a linear classifier. `"gaam_layers"`: the GAAM paper's parameter-efficient head: the hidden states of every
-        backbone layer are mean-pooled over real tokens, GAAM normalises across the layer axis with a residual, the
-        layers are averaged and a linear classifier reads the result. `"last_token"`: a linear classifier on the
-        last real token. `"mean"`: a linear classifier on the mean over real tokens.
+        A registered head (see `heads.py`; `hf_heads.register_head` adds your own). Built in: `"mean"` and
+        `"last_token"` (a linear classifier on the mean over real tokens / the last real token), `"linear"` (a linear
+        layer on every token, token classification), `"attention"` (a self-attention encoder over the last hidden
+        states), `"gaam_layers"` (GAAM across every layer's mean-pooled state with a residual, then averaged),
+        `"scalar_mix"` (a learned softmax-weighted sum of every layer's mean-pooled state) and `"daam"` (the GAAM
+        authors' own head: their density gate across layers, then convolutions).
+    head_code (`str`, *optional*):
+        Set by `save_pretrained` for a head registered outside this package: `"<file>.<class>"` of the code the saved
+        folder carries, loaded with `trust_remote_code=True`.
     head_dropout (`float`, *optional*, defaults to 0.1):
         Dropout before the classifier (and inside the attention head).
     head_num_heads (`int`, *optional*, defaults to 2):
@@ -42,6 +54,22 @@ class HeadedConfig(PreTrainedConfig):
         GAAM heads of the `"gaam_layers"` head (splitting the layer axis).
     gaam_num_gaussians (`int`, *optional*, defaults to 4):
         Gaussians per GAAM head of the `"gaam_layers"` head.
+    gaam_normalization (`str`, *optional*, defaults to `"mean"`):
+        How the `"gaam_layers"` head's GAAM normalises its weights (`GaussianAdaptiveAttention(normalization=...)`):
+        `"mean"` (weights average 1, so GAAM's branch keeps the states' scale), `"none"` (a gate in (0, 1]) or
+        `"sum"` (the reference's: weights sum to 1, so the branch is about 1/layers of the states). Configurations
+        saved before this field existed load with `"sum"`, the behaviour they were trained with.
+    daam_num_heads (`int`, *optional*):
+        Heads of the `"daam"` gate, each over an equal chunk of at least 2 of the backbone's layers. Defaults to the
+        largest of 8 (the authors' DAAMv1), 4, 2, 1 that does so.
+    daam_grid (`list[int]`, *optional*):
+        Rows and columns of the image each layer's features become for the `"daam"` convolutions; defaults to the
+        factorisation of the feature count closest to a square (the authors use 32 x 32 for 1,024 features).
+    daam_conv_channels (`int`, *optional*, defaults to 512):
+        Channels between the `"daam"` head's two convolutions (the authors' 512).
+    daam_variant (`str`, *optional*, defaults to `"daam"`):
+        `"daam"`, or `"gqdaam"`: the gated states are projected to 512 features and pass grouped-query attention
+        (8 query, 2 key/value heads) across layers before the convolutions.
     freeze_backbone (`bool`, *optional*, defaults to `False`):
         Whether the backbone's parameters are frozen (only the head trains).
     """
@@ -51,37 +79,57 @@ class HeadedConfig(PreTrainedConfig):
 
     backbone_config: dict | PreTrainedConfig | None = None
     head_type: str = "mean"
+    head_code: str | None = None
     head_dropout: float = 0.1
     head_num_heads: int = 2
     head_num_layers: int = 1
     head_pooling: str = "mean"
     gaam_num_heads: int = 1
     gaam_num_gaussians: int = 4
+    gaam_normalization: str = "mean"
+    daam_num_heads: int | None = None
+    daam_grid: list[int] | None = None
+    daam_conv_channels: int = 512
+    daam_variant: str = "daam"
     freeze_backbone: bool = False
 
     def __post_init__(self, **kwargs):
+        backbone = self.backbone_config
+        if isinstance(backbone, dict) and backbone.get("model_type") in CARRIED_BACKBONE_CONFIGS:
+            # Resolved here, not by `AutoConfig`, which knows this package's backbones only where it is imported.
+            backbone = dict(backbone)
+            self.backbone_config = CARRIED_BACKBONE_CONFIGS[backbone.pop("model_type")](**backbone)
         super().__post_init__(**kwargs)
         # Checked here rather than in a `validate_*` hook so users get a plain ValueError naming the field.
-        _accepts("head_type", self.head_type, HEAD_TYPES)
+        if self.head_type not in HEADS and self.head_code is None:
+            accepted = ", ".join(map(repr, sorted(HEADS)))
+            raise ValueError(
+                f"`head_type`={self.head_type!r} is not supported; accepted values: {accepted} "
+                "(`hf_heads.register_head` adds your own)."
+            )
         _accepts("head_pooling", self.head_pooling, HEAD_POOLINGS)
+        _accepts("gaam_normalization", self.gaam_normalization, GAAM_NORMALIZATIONS)
+        _accepts("daam_variant", self.daam_variant, DAAM_VARIANTS)
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"`head_dropout` must be in [0, 1), got {self.head_dropout!r}.")
-        for name in ("head_num_heads", "head_num_layers", "gaam_num_heads", "gaam_num_gaussians"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)!r}.")
+        required = ("head_num_heads", "head_num_layers", "gaam_num_heads", "gaam_num_gaussians", "daam_conv_channels")
+        for name in required + ("daam_num_heads",):
+            value = getattr(self, name)
+            if value is None and name not in required:
+                continue  # a default derived from the backbone
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
         if self.num_labels < 1:
             raise ValueError(f"`num_labels` must be at least 1, got {self.num_labels!r}.")
-        hidden_size = self.backbone_config.hidden_size
-        if self.head_type == "attention" and hidden_size % self.head_num_heads:
-            raise ValueError(
-                f"`head_num_heads`={self.head_num_heads} must divide the backbone's hidden size {hidden_size}."
-            )
-        num_states = self.backbone_config.num_hidden_layers + 1
-        if self.head_type == "gaam_layers" and num_states // self.gaam_num_heads < 2:
-            raise ValueError(
-                f"`gaam_num_heads`={self.gaam_num_heads} splits the backbone's {num_states} hidden states (embeddings "
-                f"+ {num_states - 1} layers) into chunks of fewer than 2; use at most {num_states // 2}."
-            )
+        if self.head_type in HEADS:
+            HEADS[self.head_type].check(self)
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        if "head_type" in config_dict and "gaam_normalization" not in config_dict:
+            # Saved before the field existed, when the GAAM op always used the reference's "sum".
+            config_dict = {**config_dict, "gaam_normalization": "sum"}
+        return super().from_dict(config_dict, **kwargs)
 
 
 __all__ = ["HeadedConfig"]

@@ -1,36 +1,45 @@
-"""`headed` models: a task head (attention, GAAM-over-layers, last-token, mean) on any `AutoModel` backbone.
+"""`headed` models: a task head from the registry in `heads.py` on any `AutoModel` backbone.
 
-Padding is read from `attention_mask` for every backbone: pooling uses it, and position ids are derived from it
-for backbones that take them, so a left-padded row gets the same positions as the row alone.
+Every input the backbone's `forward` accepts reaches it (`token_type_ids`, `position_ids`, ...). Padding is read
+from `attention_mask`; position ids are derived from it only for causal (decoder) backbones that take them and were
+given none, where left padding would otherwise shift every position: encoders number positions their own way
+(RoBERTa from `padding_idx + 1`) and get exactly what the plain backbone would.
 
-With a frozen backbone, `forward` also accepts what the backbone would have produced for the head (the columns that
-`hf_heads.features.cache_backbone_features` stores) instead of `input_ids`, so a head trains for many epochs at the
-cost of one backbone pass.
+With a frozen backbone, `forward` also accepts what the backbone would have produced for the head (the column named
+by the head's `feature`, which `hf_heads.features.cache_backbone_features` stores) instead of `input_ids`, so a head
+trains for many epochs at the cost of one backbone pass.
 """
 
 import inspect
+import shutil
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import CrossEntropyLoss, MSELoss
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import get_class_from_dynamic_module, get_relative_import_files
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+from transformers.utils import can_return_tuple
 
 from .configuration_headed import HeadedConfig
 from .gaam_layer import GaussianAdaptiveAttention
-from .heads import AttentionHead, GaamLayersHead, pool_last, pool_mean
+from .heads import HEADS, SEQUENCE, TOKEN, TOKEN_ALIASES, Head, head_class_for
+from .losses import classification_loss, token_classification_loss
+from .modeling_gaam_gpt2 import GaamGPT2Model
 from .readable_weights import ReadableWeightsMixin
 
 
-# What each head reads from the backbone, by the name of the `forward` argument (and cached dataset column) holding it.
-HEAD_FEATURES = {
-    "gaam_layers": "backbone_layer_states",  # (batch, layers + 1, hidden): every layer mean-pooled over real tokens
-    "attention": "backbone_hidden_states",  # (batch, sequence, hidden) with `attention_mask`
-    "last_token": "backbone_pooled_states",  # (batch, hidden): the last real token
-    "mean": "backbone_pooled_states",  # (batch, hidden): the mean over real tokens
-}
-TOKEN_HEAD_FEATURES = {head_type: "backbone_hidden_states" for head_type in ("attention", "last_token")}
+# This package's backbones, built from the code this folder carries (`AutoModel` knows them only where `hf_heads`
+# is imported).
+CARRIED_BACKBONES = {GaamGPT2Model.config_class.model_type: GaamGPT2Model}
+HUB_ARGUMENTS = ("cache_dir", "revision", "token", "local_files_only")
+
+
+def build_backbone(config) -> nn.Module:
+    carried = CARRIED_BACKBONES.get(config.model_type)
+    return carried(config) if carried is not None else AutoModel.from_config(config)
 
 
 class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
@@ -38,12 +47,55 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
     config: HeadedConfig
     base_model_prefix = "backbone"
     supports_gradient_checkpointing = True
-    head_features: dict[str, str] = HEAD_FEATURES
+    # The loss is a mean over the batch's labels (no `num_items_in_batch`): `Trainer` must not rescale it.
+    accepts_loss_kwargs = False
+    task: str  # `SEQUENCE` or `TOKEN`, set by each task's class
 
     def __init__(self, config: HeadedConfig):
+        head_class = self._head_class(config)
+        head_class.check(config, self.task)
         super().__init__(config)
-        self.backbone = AutoModel.from_config(config.backbone_config)
-        self._backbone_takes_positions = "position_ids" in inspect.signature(self.backbone.forward).parameters
+        self.backbone = build_backbone(config.backbone_config)
+        self.head = head_class(config, self.task)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.classifier = nn.Linear(self.head.output_size, config.num_labels)
+        parameters = inspect.signature(self.backbone.forward).parameters
+        # Decoders count positions from the first token, padding included: a left-padded row would otherwise not
+        # predict as it does alone. Encoders (bidirectional) keep their own numbering.
+        self._derives_positions = "position_ids" in parameters and any(
+            getattr(module, "is_causal", False) is True for module in self.backbone.modules()
+        )
+        self.post_init()
+        self.apply_freeze()
+
+    @classmethod
+    def _head_class(cls, config: HeadedConfig):
+        if cls.task == TOKEN and config.head_type in TOKEN_ALIASES:
+            head_class = head_class_for(config.head_type, cls.task)  # warns about the old name
+            config.head_type = TOKEN_ALIASES[config.head_type]
+            return head_class
+        if config.head_type in HEADS:
+            return HEADS[config.head_type]
+        raise ValueError(
+            f"`head_type`={config.head_type!r} is not registered in this process. Import the module that registers "
+            f"it, or load the folder with `trust_remote_code=True` (it carries the head's code: {config.head_code})."
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """
+        As `PreTrainedModel.from_pretrained`; with `trust_remote_code=True`, a head registered outside this package
+        is registered from the code the folder carries (see `save_pretrained`).
+        """
+        if kwargs.get("trust_remote_code"):
+            config = kwargs.get("config")
+            if not isinstance(config, HeadedConfig):
+                hub = {name: kwargs[name] for name in HUB_ARGUMENTS if name in kwargs}
+                config = HeadedConfig.from_pretrained(pretrained_model_name_or_path, **hub)
+            if config.head_type not in HEADS and config.head_code is not None:
+                head_class = get_class_from_dynamic_module(config.head_code, pretrained_model_name_or_path)
+                HEADS[config.head_type] = head_class
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -51,6 +103,9 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             # As in `gaam_gpt2`: unit-width Gaussians centred on the mean, perturbed so that they do not stay identical.
             init.zeros_(module.mean_offsets)
             init.normal_(module.c, mean=1.0, std=0.1)
+        elif hasattr(module, "init_parameters"):
+            # Heads whose parameters are not plain layers (or whose authors' initialisation differs) set their own.
+            module.init_parameters()
 
     @classmethod
     def from_backbone(cls, name_or_path, head_type: str = "mean", num_labels: int = 2, backbone_kwargs=None, **head_kwargs):
@@ -68,6 +123,11 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
     def apply_freeze(self) -> None:
         """Freeze the backbone when `config.freeze_backbone` is set (called at construction and by `from_backbone`)."""
         self.backbone.requires_grad_(not self.config.freeze_backbone)
+        # Heads read hidden states, never a backbone's pooler (BERT's): left trainable it would get no gradient, which
+        # distributed data parallel refuses.
+        pooler = getattr(self.backbone, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
         self.train(self.training)
 
     def train(self, mode: bool = True):
@@ -81,9 +141,41 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
     @property
     def feature_name(self) -> str:
         """The `forward` argument (and cached column) holding what this model's head reads from the backbone."""
-        return self.head_features[self.config.head_type]
+        return self.head.feature
 
-    def _run_backbone(self, input_ids, attention_mask, inputs_embeds, output_hidden_states: bool):
+    @property
+    def default_learning_rate(self) -> float:
+        """The head's `default_learning_rate`: the learning rate the recipes use for this model's head."""
+        return self.head.default_learning_rate
+
+    @property
+    def feature_is_per_token(self) -> bool:
+        return None in self.head.feature_shape(self.config.backbone_config)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        head_class = type(self.head)
+        registered_here = head_class.__module__ == Head.__module__
+        if not registered_here:
+            self._check_head_code_can_travel(head_class)
+            self.config.head_code = f"{head_class.__module__.rsplit('.', 1)[-1]}.{head_class.__name__}"
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not registered_here:
+            # Like `custom_object_save` for the model's own classes: the head's file and its same-folder imports.
+            source = Path(sys.modules[head_class.__module__].__file__)
+            for path in [source, *map(Path, get_relative_import_files(source))]:
+                shutil.copyfile(path, Path(save_directory) / path.name)
+
+    @staticmethod
+    def _check_head_code_can_travel(head_class) -> None:
+        module = sys.modules.get(head_class.__module__)
+        if head_class.__module__ == "__main__" or getattr(module, "__file__", None) is None:
+            raise ValueError(
+                f"Cannot save a model whose head class {head_class.__qualname__} is defined in "
+                f"{head_class.__module__!r}: a saved folder carries its head's code, so the class must live in an "
+                "importable module file (e.g. my_heads.py) from which `hf_heads.register_head` registers it."
+            )
+
+    def _run_backbone(self, input_ids, attention_mask, inputs_embeds, backbone_inputs: dict):
         if input_ids is None and inputs_embeds is None:
             raise ValueError(
                 f"Pass `input_ids` (or `inputs_embeds`), or the cached backbone features `{self.feature_name}`."
@@ -91,18 +183,21 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
-        kwargs = {}
-        if self._backbone_takes_positions:
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        # The head decides which hidden states the backbone returns; the outputs carry logits only.
+        for flag in ("output_hidden_states", "output_attentions"):
+            backbone_inputs.pop(flag, None)
+        if self._derives_positions and backbone_inputs.get("position_ids") is None:
+            backbone_inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        backbone_inputs = {name: value for name, value in backbone_inputs.items() if value is not None}
         outputs = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            output_hidden_states=output_hidden_states,
-            **kwargs,
+            output_hidden_states=self.head.reads_every_layer,
+            **backbone_inputs,
         )
         missing = "last_hidden_state" if getattr(outputs, "last_hidden_state", None) is None else None
-        if output_hidden_states and getattr(outputs, "hidden_states", None) is None:
+        if self.head.reads_every_layer and getattr(outputs, "hidden_states", None) is None:
             missing = "hidden_states"
         if missing:
             raise ValueError(
@@ -111,27 +206,19 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             )
         return outputs, attention_mask
 
-    def backbone_features(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> dict[str, torch.Tensor]:
-        """
-        Runs the backbone and returns what the head reads, keyed by the `forward` argument that accepts it (with the
-        `attention_mask` for per-token features). These are the columns `cache_backbone_features` stores.
-        """
-        head_type = self.config.head_type
-        outputs, attention_mask = self._run_backbone(
-            input_ids, attention_mask, inputs_embeds, output_hidden_states=head_type == "gaam_layers"
-        )
-        if head_type == "gaam_layers":
-            return {self.feature_name: self.head.pool_layers(outputs.hidden_states, attention_mask)}
-        if self.feature_name == "backbone_hidden_states":
-            return {self.feature_name: outputs.last_hidden_state, "attention_mask": attention_mask}
-        pool = pool_last if head_type == "last_token" else pool_mean
-        return {self.feature_name: pool(outputs.last_hidden_state, attention_mask)}
+    def backbone_features(self, input_ids=None, attention_mask=None, inputs_embeds=None, **backbone_inputs):
+        """What the head reads, from a backbone pass: `{feature_name: ...}`, plus `attention_mask` if per token."""
+        outputs, attention_mask = self._run_backbone(input_ids, attention_mask, inputs_embeds, backbone_inputs)
+        features = {self.feature_name: self.head.extract(outputs, attention_mask)}
+        if self.feature_is_per_token:
+            features["attention_mask"] = attention_mask
+        return features
 
-    def _features(self, input_ids, attention_mask, inputs_embeds, cached: dict) -> dict[str, torch.Tensor]:
+    def _features(self, input_ids, attention_mask, inputs_embeds, cached: dict, backbone_inputs: dict):
         """The head's input: the cached features when given (checked against the head), else a backbone pass."""
         given = {name: value for name, value in cached.items() if value is not None}
         if not given:
-            return self.backbone_features(input_ids, attention_mask, inputs_embeds)
+            return self.backbone_features(input_ids, attention_mask, inputs_embeds, **backbone_inputs)
         if input_ids is not None or inputs_embeds is not None:
             raise ValueError(
                 f"Got both token inputs and cached backbone features ({', '.join(given)}); pass one or the other."
@@ -143,7 +230,7 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
                 "this model."
             )
         features = given[self.feature_name]
-        expected = self._feature_shape()
+        expected = self.head.feature_shape(self.config.backbone_config)
         if features.dim() != len(expected) + 1 or any(
             size is not None and features.shape[i + 1] != size for i, size in enumerate(expected)
         ):
@@ -151,120 +238,92 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             raise ValueError(
                 f"`{self.feature_name}` has shape {tuple(features.shape)}; this model's head expects (batch, {shape})."
             )
-        features = features.to(self.dtype)
-        if self.feature_name != "backbone_hidden_states":
-            return {self.feature_name: features}
-        if attention_mask is None:
-            attention_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-        return {self.feature_name: features, "attention_mask": attention_mask}
+        features = {self.feature_name: features.to(self.dtype)}
+        if self.feature_is_per_token:
+            if attention_mask is None:
+                attention_mask = torch.ones(features[self.feature_name].shape[:2], dtype=torch.long)
+            features["attention_mask"] = attention_mask.to(features[self.feature_name].device)
+        return features
 
-    def _feature_shape(self) -> tuple:
-        hidden_size = self.config.backbone_config.hidden_size
-        if self.feature_name == "backbone_layer_states":
-            return (self.config.backbone_config.num_hidden_layers + 1, hidden_size)
-        if self.feature_name == "backbone_hidden_states":
-            return (None, hidden_size)
-        return (hidden_size,)
+    def _logits(self, input_ids, attention_mask, inputs_embeds, cached: dict, backbone_inputs: dict) -> torch.Tensor:
+        features = self._features(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
+        represented = self.head(features[self.feature_name], features.get("attention_mask"))
+        return self.classifier(self.dropout(represented))
 
 
 class HeadedModelForSequenceClassification(HeadedPreTrainedModel):
-    def __init__(self, config: HeadedConfig):
-        super().__init__(config)
-        hidden_size = config.backbone_config.hidden_size
-        if config.head_type == "attention":
-            self.head = AttentionHead(
-                hidden_size, config.head_num_heads, config.head_num_layers, config.head_pooling, config.head_dropout
-            )
-        elif config.head_type == "gaam_layers":
-            self.head = GaamLayersHead(config.gaam_num_heads, config.gaam_num_gaussians)
-        self.dropout = nn.Dropout(config.head_dropout)
-        self.classifier = nn.Linear(hidden_size, config.num_labels)
-        self.post_init()
-        self.apply_freeze()
+    task = SEQUENCE
 
+    @can_return_tuple
     def forward(
         self,
         input_ids=None,
         attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
         inputs_embeds=None,
         labels=None,
-        backbone_layer_states=None,
         backbone_hidden_states=None,
+        backbone_last_token_states=None,
+        backbone_layer_states=None,
         backbone_pooled_states=None,
         **kwargs,
-    ):
+    ) -> SequenceClassifierOutput:
         r"""
-        backbone_layer_states / backbone_hidden_states / backbone_pooled_states (`torch.Tensor`, *optional*):
-            Cached backbone features (see `hf_heads.features.cache_backbone_features`), instead of `input_ids`.
+        token_type_ids, position_ids and other keywords (`torch.Tensor`, *optional*):
+            Passed to the backbone as they are (see the backbone's documentation).
+        backbone_hidden_states, backbone_last_token_states, backbone_layer_states, backbone_pooled_states (*optional*):
+            Cached backbone features (see `hf_heads.features.cache_backbone_features`) instead of `input_ids`: the
+            column named by the head's `feature` (named here so that `Trainer` keeps them). A registered head with a
+            column of its own receives it as a keyword too.
+        labels (`torch.Tensor`, *optional*):
+            Class ids, float targets or multi-label vectors: the loss follows `config.problem_type` as transformers'
+            sequence classifiers do (inferred when None).
         """
-        features = self._features(
-            input_ids,
-            attention_mask,
-            inputs_embeds,
-            {
-                "backbone_layer_states": backbone_layer_states,
-                "backbone_hidden_states": backbone_hidden_states,
-                "backbone_pooled_states": backbone_pooled_states,
-            },
-        )
-        if self.config.head_type == "gaam_layers":
-            pooled = self.head(features["backbone_layer_states"])
-        elif self.config.head_type == "attention":
-            pooled = self.head(features["backbone_hidden_states"], features["attention_mask"])
-        else:
-            pooled = features["backbone_pooled_states"]
-        logits = self.classifier(self.dropout(pooled))
-        loss = None
-        if labels is not None:
-            if self.config.num_labels == 1:
-                loss = MSELoss()(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = CrossEntropyLoss()(logits, labels.view(-1))
+        cached = {
+            "backbone_hidden_states": backbone_hidden_states,
+            "backbone_last_token_states": backbone_last_token_states,
+            "backbone_layer_states": backbone_layer_states,
+            "backbone_pooled_states": backbone_pooled_states,
+        }
+        if self.feature_name not in cached:
+            cached[self.feature_name] = kwargs.pop(self.feature_name, None)
+        backbone_inputs = dict(token_type_ids=token_type_ids, position_ids=position_ids, **kwargs)
+        logits = self._logits(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
+        loss = None if labels is None else classification_loss(logits, labels, self.config, self.config.num_labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 class HeadedModelForTokenClassification(HeadedPreTrainedModel):
-    head_features = TOKEN_HEAD_FEATURES
+    task = TOKEN
 
-    def __init__(self, config: HeadedConfig):
-        if config.head_type not in self.head_features:
-            raise ValueError(
-                f"`head_type`={config.head_type!r} pools a whole sequence and cannot label tokens; token "
-                f"classification accepts {', '.join(map(repr, self.head_features))} ('last_token' is a linear layer "
-                "on every token)."
-            )
-        super().__init__(config)
-        hidden_size = config.backbone_config.hidden_size
-        if config.head_type == "attention":
-            self.head = AttentionHead(
-                hidden_size, config.head_num_heads, config.head_num_layers, config.head_pooling, config.head_dropout
-            )
-        self.dropout = nn.Dropout(config.head_dropout)
-        self.classifier = nn.Linear(hidden_size, config.num_labels)
-        self.post_init()
-        self.apply_freeze()
-
-    def backbone_features(self, input_ids=None, attention_mask=None, inputs_embeds=None) -> dict[str, torch.Tensor]:
-        outputs, attention_mask = self._run_backbone(input_ids, attention_mask, inputs_embeds, False)
-        return {"backbone_hidden_states": outputs.last_hidden_state, "attention_mask": attention_mask}
-
+    @can_return_tuple
     def forward(
-        self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, backbone_hidden_states=None, **kwargs
-    ):
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        backbone_hidden_states=None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
         r"""
+        token_type_ids, position_ids and other keywords (`torch.Tensor`, *optional*):
+            Passed to the backbone as they are (see the backbone's documentation).
         backbone_hidden_states (`torch.Tensor`, *optional*):
-            Cached backbone features (see `hf_heads.features.cache_backbone_features`), instead of `input_ids`.
+            Cached per-token backbone features (see `hf_heads.features.cache_backbone_features`), with
+            `attention_mask`, instead of `input_ids`.
+        labels (`torch.LongTensor`, *optional*):
+            A class id per token; -100 marks tokens without a label.
         """
-        features = self._features(
-            input_ids, attention_mask, inputs_embeds, {"backbone_hidden_states": backbone_hidden_states}
-        )
-        hidden_states = features["backbone_hidden_states"]
-        if self.config.head_type == "attention":
-            hidden_states = self.head.encode(hidden_states, features["attention_mask"])
-        logits = self.classifier(self.dropout(hidden_states))
-        loss = None
-        if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.config.num_labels), labels.view(-1))
+        cached = {"backbone_hidden_states": backbone_hidden_states}
+        if self.feature_name not in cached:
+            cached[self.feature_name] = kwargs.pop(self.feature_name, None)
+        backbone_inputs = dict(token_type_ids=token_type_ids, position_ids=position_ids, **kwargs)
+        logits = self._logits(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
+        loss = None if labels is None else token_classification_loss(logits, labels, self.config.num_labels)
         return TokenClassifierOutput(loss=loss, logits=logits)
 
 

@@ -1,0 +1,1 @@
+../gaam_gpt2/configuration_gaam_gpt2.py
