@@ -113,7 +113,7 @@ def plot_importance_heatmap(factors, path, axis_name: str, title: str = "GAAM Im
     axes.set_xlabel(axis_name)
     axes.set_ylabel("GAAM layer")
     axes.set_title(f"{title} across {axis_name.split(' (')[0]}s")
-    figure.colorbar(image, ax=axes, label="Importance Factor (0 = least, 1 = most, per layer)")
+    figure.colorbar(image, ax=axes, label="IF (per layer: 0 least, 1 most)")
     return _save(figure, path)
 
 
@@ -129,7 +129,7 @@ def plot_search_trials(rows: list[dict], metric: str, parameters: list[str], pat
     labels = [
         f"#{row['trial']}  " + ", ".join(f"{name}={_format(row.get(name))}" for name in parameters) for row in scored
     ]
-    figure, axes = plt.subplots(figsize=(9, max(2.5, 1.4 + 0.38 * len(scored))))
+    figure, axes = plt.subplots(figsize=(10, max(3, 1.6 + 0.4 * len(scored))))
     colours = ["tab:orange" if row is best else "tab:blue" if row.get("state", "complete") == "complete" else
                "tab:gray" for row in scored]
     positions = range(len(scored))
@@ -143,7 +143,13 @@ def plot_search_trials(rows: list[dict], metric: str, parameters: list[str], pat
     span = (high - low) or abs(high) or 1
     axes.set_xlim(low - 0.5 * span if low >= 0 and low - 0.5 * span > 0 else min(0, low), high + 0.25 * span)
     axes.set_xlabel(metric + (" (higher is better)" if greater_is_better else " (lower is better)"))
-    axes.set_title(f"Hyperparameter search: {metric} per trial (orange: best, grey: pruned or failed)")
+    axes.set_title(f"Hyperparameter search: {metric} per trial")
+    from matplotlib.patches import Patch
+
+    legend = [Patch(color="tab:orange", label="best"), Patch(color="tab:blue", label="complete")]
+    if any(row.get("state", "complete") != "complete" for row in scored):
+        legend.append(Patch(color="tab:gray", label="pruned or failed"))
+    axes.legend(handles=legend, loc="lower right", fontsize=8)
     return _save(figure, path)
 
 
