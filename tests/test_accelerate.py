@@ -171,3 +171,17 @@ def test_every_shipped_accelerate_config_parses_and_says_what_its_name_says():
 
     assert fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",") == [GPT2Block.__name__, GaamGPT2Block.__name__]
     assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # `Trainer.save_model` gathers a loadable model
+
+
+@pytest.mark.parametrize("world_size, selected", [("2", True), ("1", False), (None, False)])
+def test_a_multi_process_launch_without_an_accelerator_selects_the_cpu(monkeypatch, world_size, selected):
+    from hf_heads.training.distributed import join_cpu_processes
+
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    if world_size is None:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert join_cpu_processes() is selected
+    assert os.environ.get("ACCELERATE_USE_CPU") == ("true" if selected else None)

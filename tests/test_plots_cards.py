@@ -152,3 +152,9 @@ def test_plain_settings_are_written_as_typed(tmp_path):
 
     text = card(tmp_path, hyperparameters={"eval_strategy": Strategy.EPOCH, "output_dir": tmp_path}).text
     assert "| `eval_strategy` | `epoch` |" in text
+
+
+@pytest.mark.parametrize("license", ["Apache 2.0", "MIT"])
+def test_a_license_the_hub_would_refuse_is_refused_before_training(tmp_path, license):
+    with pytest.raises(ValueError, match=f"`--license`='{license}' is not a Hub license identifier.*apache-2.0"):
+        card(tmp_path, license=license)

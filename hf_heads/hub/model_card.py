@@ -8,6 +8,7 @@ type them (`cosine`, not `SchedulerType.COSINE`).
 
 import enum
 import os
+import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -39,6 +40,16 @@ METRICS = {
     "mae": ("mae", "mean absolute error"),
     "pearson": ("pearsonr", "Pearson r"),
 }
+
+
+def check_license(license: str | None) -> None:
+    """A Hub license identifier is lower case (`apache-2.0`, `mit`, `cc-by-4.0`, `other`); the Hub refuses others at
+    upload time, after training, so they are refused here."""
+    if license is not None and not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", license):
+        raise ValueError(
+            f"`--license`={license!r} is not a Hub license identifier; use the Hub's lower-case ids, e.g. apache-2.0, "
+            "mit, cc-by-4.0, or other."
+        )
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -86,6 +97,7 @@ def build_model_card(
     it (keys as logged: "accuracy", "macro_f1", "loss", ...); `splits` says what each split is (where it came from, how
     many rows), so a carved validation split or an LM's held-out blocks are named for what they are.
     """
+    check_license(license)
     eval_results = [
         EvalResult(
             task_type=pipeline_tag, task_name=TASK_NAMES.get(pipeline_tag, pipeline_tag), dataset_type=dataset_name,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers.trainer import TRAINING_ARGS_NAME
 
-from .model_card import build_model_card
+from .model_card import build_model_card, check_license
 from .plots import plot_loss_curves
 
 
@@ -80,6 +80,7 @@ def use_model_card(trainer, **settings) -> CardSettings:
     """
     check_hub_strategy(trainer.args)
     card = CardSettings(**settings)
+    check_license(card.license)
     trainer.create_model_card = types.MethodType(_hook(card), trainer)
     return card
 

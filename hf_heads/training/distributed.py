@@ -94,4 +94,7 @@ def join_cpu_processes() -> bool:
     if not launched_together or torch.accelerator.is_available():
         return False
     os.environ["ACCELERATE_USE_CPU"] = "true"
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and int(os.environ.get("RANK", "0")) == 0:
+        # accelerate turns FSDP on only over accelerator process groups (AcceleratorState: MULTI_GPU, MULTI_XPU, ...).
+        print("FSDP needs an accelerator; on this CPU-only machine the processes train with DDP over gloo instead.")
     return True
