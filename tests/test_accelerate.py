@@ -185,3 +185,14 @@ def test_a_multi_process_launch_without_an_accelerator_selects_the_cpu(monkeypat
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     assert join_cpu_processes() is selected
     assert os.environ.get("ACCELERATE_USE_CPU") == ("true" if selected else None)
+
+
+def test_a_lora_wrapped_model_carries_its_declaration_to_trainer(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    model = get_peft_model(GPT2ForSequenceClassification(tiny_gpt2_config()),
+                           LoraConfig(r=2, target_modules=["c_attn"], task_type="SEQ_CLS"))
+    declare_loss_scaling(model)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    assert Trainer(model=model, args=args).model_accepts_loss_kwargs is False

@@ -38,7 +38,7 @@ METRICS = {
     "bits_per_character": ("bpc", "bits per character"),
     "mse": ("mse", "mean squared error"),
     "mae": ("mae", "mean absolute error"),
-    "pearson": ("pearsonr", "Pearson r"),
+    "pearson_r": ("pearsonr", "Pearson r"),
 }
 
 
