@@ -12,10 +12,9 @@ from transformers import BertConfig, GPT2Config
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-import pretrain_lm  # noqa: E402
-import search  # noqa: E402
-import train_classifier  # noqa: E402
+from hf_heads.training import language_modeling as pretrain_lm  # noqa: E402
+from hf_heads.training import search  # noqa: E402
+from hf_heads.training import classification as train_classifier  # noqa: E402
 
 import hf_heads  # noqa: E402
 from hf_heads import (  # noqa: E402
@@ -130,7 +129,7 @@ CASES = [
     ("empty-split", "an empty test file",
      lambda t: classifier_run(t, "--train_file", write_csv(t, "train.csv", ["text,label", "a,x", "b,y"]),
                               "--test_file", write_csv(t, "test.csv", ["text,label"])),
-     ValueError, r"The test split is empty"),
+     ValueError, r"`--test_file` '.*test.csv' has no rows"),
     ("unknown-labels", "test labels the training data does not have",
      lambda t: classifier_run(t, "--train_file", write_csv(t, "train.csv", ["text,label", "a,x", "b,y"]),
                               "--test_file", write_csv(t, "test.csv", ["text,label", "c,z"])),

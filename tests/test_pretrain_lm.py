@@ -13,8 +13,7 @@ from safetensors.torch import load_file
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-import pretrain_lm  # noqa: E402
+from hf_heads.training import language_modeling as pretrain_lm  # noqa: E402
 
 
 TINY_MODEL = "n_layer=2,n_embd=32,n_head=4,gaam_num_heads=2"

@@ -2,7 +2,8 @@
 
 import pytest
 
-from hf_heads.training.recipe import parse_overrides, refuse_existing_model, resolve_resume_checkpoint
+from hf_heads.training.arguments import parse_overrides
+from hf_heads.training.outputs import refuse_existing_model, resolve_resume_checkpoint
 
 
 def test_overrides_read_json_values_and_keep_lists_whole():
