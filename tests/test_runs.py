@@ -37,7 +37,7 @@ def test_an_empty_or_missing_folder_is_accepted_and_created(tmp_path):
 @pytest.mark.parametrize("held", ["model.safetensors", "config.json", "adapter_config.json", "checkpoint-40"])
 def test_a_folder_holding_a_model_or_checkpoints_is_refused_without_a_flag(tmp_path, held):
     (tmp_path / held).mkdir() if held.startswith("checkpoint") else (tmp_path / held).write_text("{}")
-    with pytest.raises(FileExistsError, match=f"{tmp_path}.*{held}.*--resume_from_checkpoint true.*--overwrite_output_dir"):
+    with pytest.raises(ValueError, match=f"{tmp_path}.*{held}.*--resume_from_checkpoint true.*--overwrite_output_dir"):
         check_output_dir(tmp_path, overwrite=False, resuming=False)
     check_output_dir(tmp_path, overwrite=True, resuming=False)
     check_output_dir(tmp_path, overwrite=False, resuming=True)
@@ -63,7 +63,7 @@ def test_a_folder_that_cannot_be_created_is_refused_before_training(tmp_path):
 
 def test_a_file_given_as_the_folder_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(NotADirectoryError, match="is a file"):
+    with pytest.raises(ValueError, match="is a file"):
         check_output_dir(tmp_path / "file", overwrite=False, resuming=False)
 
 
@@ -138,7 +138,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_and_names_it(tmp_path, damage,
 
 def test_resume_with_no_complete_checkpoint_says_what_is_there(tmp_path):
     (tmp_path / "checkpoint-8").mkdir()
-    with pytest.raises(FileNotFoundError, match="holds no complete checkpoint.*checkpoint-8 \\(no trainer_state.json"):
+    with pytest.raises(ValueError, match="holds no complete checkpoint.*checkpoint-8 \\(no trainer_state.json"):
         resolve_resume_checkpoint("true", tmp_path)
     assert resolve_resume_checkpoint(None, tmp_path) is None
 

@@ -35,7 +35,7 @@ METRICS = {
     "micro_f1": ("f1", "micro-F1"),
     "loss": ("loss", "loss"),
     "perplexity": ("perplexity", "perplexity"),
-    "bits_per_character": ("bpc", "bits per character"),
+    "bits_per_character": ("bits_per_character", "bits per character"),
     "mse": ("mse", "mean squared error"),
     "mae": ("mae", "mean absolute error"),
     "pearson_r": ("pearsonr", "Pearson r"),

@@ -32,8 +32,7 @@ from .data import (
 from .initialization import initialize_new_weights
 from .labels import PROBLEM_TYPES, encode_labels
 from .metrics import compute_metrics_for, load_metric, predictions_for
-from .outputs import save_model_and_results
-from .recipe import Recipe, card_hyperparameters, dataset_label, first_batches
+from .recipe import Recipe, first_batches
 from .splits import carve_validation, limit_rows
 from .tokenizer import fit_tokenizer_to_model, ready_for_training
 
@@ -323,50 +322,46 @@ class ClassifierRecipe(Recipe):
             metrics.update(trainer.evaluate(metric_key_prefix="eval"))
         if "test" in self.datasets:
             self.predictions = trainer.predict(self.datasets["test"], metric_key_prefix="test")
+            self.predictions_split = "test"
             metrics.update(self.predictions.metrics)
         elif "validation" in self.datasets:
             self.predictions = trainer.predict(self.datasets["validation"], metric_key_prefix="eval")
+            self.predictions_split = "validation"
         return metrics
 
     def save(self, trainer, metrics: dict) -> None:
-        model = trainer.model.merge_and_unload() if self.head_args.lora_r else None  # a plain folder loads anywhere
-        save_model_and_results(trainer, self.tokenizer, metrics, model=model)
+        if self.head_args.lora_r:
+            # A plain folder loads anywhere; the trainer holds the merged model from now on, so that `push_to_hub`
+            # (which saves the trainer's model again) uploads it rather than the adapter.
+            trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
+        super().save(trainer, metrics)
 
     def save_extras(self, trainer, metrics: dict) -> None:
-        from hf_heads.hub import plot_confusion_matrix, plot_loss_curves, write_model_card
+        from hf_heads.hub import normalised_axis_name, plot_confusion_matrix, plot_importance_heatmap
 
         output_dir = Path(self.training_args.output_dir)
-        model = trainer.model.get_base_model() if self.head_args.lora_r else trainer.model
-        images = {"Loss curves": "loss_curves.png"}
-        plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
+        model = trainer.model
         if self.labels.is_single_label and self.predictions is not None:
             logits = self.predictions.predictions
             matrix = load_metric("single_label").compute(
                 predictions=predictions_for(self.labels.problem_type, logits[0] if isinstance(logits, tuple) else logits),
                 references=self.predictions.label_ids, confusion_matrix_labels=len(self.labels.names),
             )["confusion_matrix"]
-            plot_confusion_matrix(matrix, self.labels.names, output_dir / "confusion_matrix.png")
-            images["Confusion matrix"] = "confusion_matrix.png"
+            plot_confusion_matrix(matrix, self.labels.names, output_dir / "confusion_matrix.png",
+                                  title=f"{output_dir.name}: confusion matrix ({self.predictions_split})")
         if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
             factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(
                 self.datasets.get("validation", self.datasets.get("test", self.datasets["train"])))))
-            hf_heads.plot_importance(factors, output_dir / "gaam_importance.png")
-            images["GAAM Importance Factor"] = "gaam_importance.png"
-        reported = {"single_label_classification": {"accuracy": "test_accuracy", "f1": "test_macro_f1"},
-                    "multi_label_classification": {"micro_f1": "test_micro_f1", "macro_f1": "test_macro_f1"},
-                    "regression": {"mse": "test_mse", "mae": "test_mae", "pearson_r": "test_pearson_r"}}
-        write_model_card(
-            output_dir,
-            model_name=output_dir.name,
-            pipeline_tag="text-classification",
-            model_type=model.config.model_type,
-            dataset_name=dataset_label(self.data_args),
-            metrics={name: metrics[key] for name, key in reported[self.labels.problem_type].items() if key in metrics},
-            hyperparameters=card_hyperparameters(self.training_args, *self.arguments),
-            base_model=self.model_args.model_name_or_path,
-            images=images,
-            description=" ".join(self.split_notes),
-        )
+            plot_importance_heatmap(factors, output_dir / "gaam_importance.png", axis_name=normalised_axis_name(model))
+        # The card (written next by `Trainer`'s card hook) reports test metrics under "test"; the validation
+        # split's come from the trainer's last evaluation.
+        self.card.results["test"] = {name: metrics[f"test_{name}"] for name in CARD_METRICS if f"test_{name}" in metrics}
+        if not self.card.results["test"]:
+            del self.card.results["test"]
+
+
+# What the card reports of a split's metrics, by problem type: the figures a reader compares models on.
+CARD_METRICS = ("accuracy", "macro_f1", "micro_f1", "mse", "mae", "pearson_r", "loss")
 
 
 def freeze_all_but_head_and_gaam(model) -> None:

@@ -39,12 +39,12 @@ def check_output_dir(output_dir, *, overwrite: bool, resuming: bool) -> None:
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"`--output_dir` {output_dir} is a file; give a folder (it is created if missing).")
+        raise ValueError(f"`--output_dir` {output_dir} is a file; give a folder (it is created if missing).")
     saved = [name for name in SAVED_MODEL_FILES if (output_dir / name).is_file()]
     checkpoints = [path.name for path in checkpoint_folders(output_dir)]
     if (saved or checkpoints) and not (overwrite or resuming):
         held = ", ".join(saved + checkpoints[:3] + (["..."] if len(checkpoints) > 3 else []))
-        raise FileExistsError(
+        raise ValueError(
             f"`--output_dir` {output_dir} already holds a model or checkpoints ({held}); choose another folder, "
             "pass `--resume_from_checkpoint true` to continue the run that wrote them, or `--overwrite_output_dir true` "
             "to replace them."
@@ -233,13 +233,13 @@ def resolve_resume_checkpoint(value: str | None, output_dir, log=print) -> str |
                 return str(folder)
             skipped.append(f"{folder.name} ({problem})")
         found = f" (damaged: {'; '.join(skipped)})" if skipped else ""
-        raise FileNotFoundError(
+        raise ValueError(
             f"`--resume_from_checkpoint`={value!r}: `--output_dir` {output_dir} holds no complete checkpoint{found}. "
             "Start a new run with `--overwrite_output_dir true`, or give a checkpoint folder."
         )
     folder = Path(value)
     if not folder.is_dir():
-        raise FileNotFoundError(f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`.")
+        raise ValueError(f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`.")
     problem = checkpoint_damage(folder)
     if problem is not None:
         others = [path for path in checkpoint_folders(folder.parent) if path != folder and checkpoint_damage(path) is None]
