@@ -137,3 +137,31 @@ def test_strategies_that_upload_during_training_are_refused_before_training(hub,
     with pytest.raises(ValueError, match=f"`--hub_strategy`='{strategy}'.*--hub_strategy end"):
         use_model_card(trainer)
     assert hub.commits == []
+
+
+def test_the_recipe_pushes_its_model_card_and_pictures_without_pickles(hub, tmp_path):
+    from hf_heads.training import classification
+
+    output_dir = tmp_path / "bbc-tiny"
+    metrics = classification.main([
+        "--model_type", "gaam_gpt2", "--config_overrides", "n_layer=1,n_embd=32,n_head=4,gaam_num_heads=2",
+        "--tokenizer_vocab_size", "300", "--max_length", "32", "--dataset_name", "bbc_news",
+        "--max_train_samples", "48", "--max_eval_samples", "24", "--num_train_epochs", "1",
+        "--per_device_train_batch_size", "16", "--report_to", "none", "--use_cpu", "true",
+        "--save_strategy", "epoch", "--eval_strategy", "epoch",
+        "--push_to_hub", "true", "--hub_model_id", "someone/bbc-tiny", "--hub_strategy", "end", "--license", "mit",
+        "--output_dir", str(output_dir),
+    ])
+    [commit] = hub.commits
+    files = commit["files"]
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "all_results.json", "loss_curves.png",
+            "confusion_matrix.png", "gaam_importance.png", "training_args.json", "modeling_gaam_gpt2.py"} <= set(files)
+    assert [name for name, content in files.items() if is_pickle(content)] == []
+    assert not any(name.startswith(("checkpoint-", "_")) for name in files)  # neither checkpoints nor the run's lock
+    card = ModelCard(files["README.md"].decode())
+    assert card.data.license == "mit"
+    results = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results[("test", "accuracy")] == pytest.approx(metrics["test_accuracy"])
+    assert results[("test", "macro-F1")] == pytest.approx(metrics["test_macro_f1"])
+    assert ("validation", "accuracy") in results
+    assert "held out as the validation split" in card.text  # the carved split is named for what it is

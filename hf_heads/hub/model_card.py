@@ -91,11 +91,13 @@ def build_model_card(
     remote_code: bool = True,
     tags: list[str] | None = None,
     description: str = "",
+    data_notes: str = "",
 ) -> ModelCard:
     """
     The card for a trained model. `results` maps a split name ("test", "validation", ...) to the metrics measured on
     it (keys as logged: "accuracy", "macro_f1", "loss", ...); `splits` says what each split is (where it came from, how
-    many rows), so a carved validation split or an LM's held-out blocks are named for what they are.
+    many rows), so a carved validation split or an LM's held-out blocks are named for what they are; `data_notes`
+    says how the splits were made.
     """
     check_license(license)
     eval_results = [
@@ -129,6 +131,7 @@ def build_model_card(
         for split, metrics in results.items() for key, value in metrics.items()
     )
     split_lines = "\n".join(f"- **{split}**: {text}" for split, text in (splits or {}).items())
+    data_section = "\n\n".join(part for part in (data_notes, split_lines) if part)
     settings = "\n".join(f"| `{name}` | `{plain(value)}` |" for name, value in sorted((hyperparameters or {}).items()))
     pictures = "\n\n".join(f"### {title}\n\n![{title}]({file})" for title, file in (images or {}).items())
     auto_class = AUTO_CLASSES.get(pipeline_tag, "AutoModel")
@@ -145,7 +148,7 @@ A `{model_type}` model trained with [hf-heads](https://pypi.org/project/hf-heads
 |---|---|---|
 {table or "| - | - | - |"}
 
-{"## Data" + chr(10) + chr(10) + split_lines if split_lines else ""}
+{"## Data" + chr(10) + chr(10) + data_section if data_section else ""}
 
 {"## Training curves and diagnostics" + chr(10) + chr(10) + pictures if pictures else ""}
 

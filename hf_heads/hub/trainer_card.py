@@ -56,6 +56,7 @@ class CardSettings:
     base_model: str | None = None
     pipeline_tag: str | None = None  # derived from the model class when None
     splits: dict[str, str] = field(default_factory=dict)  # split name -> what it is
+    data_notes: str = ""  # how the splits were made (what was carved, from where)
     results: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metrics; validation filled from logs
     hyperparameters: dict = field(default_factory=dict)
     description: str = ""
@@ -133,6 +134,7 @@ def write_trainer_card(trainer, card: CardSettings, model_name=None, license=Non
         remote_code=bool(getattr(config, "auto_map", None)),
         tags=tags,
         description=card.description,
+        data_notes=card.data_notes,
     )
     path = output_dir / "README.md"
     model_card.save(path)

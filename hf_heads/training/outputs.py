@@ -4,17 +4,16 @@ import json
 from pathlib import Path
 
 
-def save_model_and_results(trainer, tokenizer, metrics: dict, model=None) -> Path:
+def save_model_and_results(trainer, tokenizer, metrics: dict) -> Path:
     """
     What must survive anything that follows: weights (with their code), tokenizer, and metrics (`all_results.json`,
-    through `Trainer.save_metrics`). `model` replaces the trainer's model when the folder should hold another form of
-    it (a LoRA model merged into its base).
+    through `Trainer.save_metrics`). Every process calls it: `Trainer.save_model` gathers sharded weights (FSDP,
+    DeepSpeed ZeRO-3) before the main process writes them.
     """
     output_dir = Path(trainer.args.output_dir)
-    if model is None:
-        trainer.save_model()
-    elif trainer.is_world_process_zero():
-        model.save_pretrained(output_dir)
+    # Not pushed from here (what `save_model` does with `--push_to_hub`): the run pushes once, at the end, with the
+    # card and the pictures.
+    trainer.save_model(_internal_call=True)
     if trainer.is_world_process_zero():
         # `Trainer.save_model` also pickles the arguments beside the weights; the card hook (`hf_heads.hub.
         # use_model_card`) replaces that file with `training_args.json` before anything can be uploaded.

@@ -213,7 +213,10 @@ class Recipe:
     def run(self) -> dict:
         self.check_arguments()
         with self.run_lock():
-            return self._run()
+            metrics = self._run()
+        if self.training_args.should_save:
+            print_output_folder(self.training_args.output_dir)
+        return metrics
 
     def _run(self) -> dict:
         set_seed(self.training_args.seed)
@@ -233,7 +236,7 @@ class Recipe:
             try:
                 self.save_extras(trainer, metrics)
                 self.card.splits.update(self.card_splits())
-                self.card.description = " ".join(self.split_notes)
+                self.card.data_notes = " ".join(self.split_notes)
                 trainer.create_model_card()  # the card hook: loss curves, card, no pickled arguments
             except Exception:
                 print(f"The model and all_results.json are saved in {self.training_args.output_dir}; writing the "
@@ -241,8 +244,6 @@ class Recipe:
                 raise
         if self.training_args.push_to_hub:
             trainer.push_to_hub(commit_message="End of training")  # every process; the main one uploads
-        if trainer.is_world_process_zero():
-            print_output_folder(self.training_args.output_dir)
         return metrics
 
     def card_splits(self) -> dict[str, str]:
