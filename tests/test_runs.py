@@ -227,3 +227,62 @@ def test_a_frozen_minilm_checkpoint_is_under_five_percent_of_a_full_copy(tmp_pat
     full_copy = (tmp_path / "model.safetensors").stat().st_size
     print(f"checkpoint {checkpoint:,} bytes, full weights {full_copy:,} bytes ({checkpoint / full_copy:.2%})")
     assert checkpoint <= 0.05 * full_copy
+
+
+# --- the user's path: a killed run, a second run, a damaged checkpoint (recipe processes, SIGKILL) ---------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = [
+    sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--model_type", "gaam_gpt2",
+    "--config_overrides", "n_layer=2,n_embd=32,n_head=4,gaam_num_heads=2,classifier_pooling=mean",
+    "--tokenizer_vocab_size", "300", "--max_length", "32", "--dataset_name", "bbc_news", "--max_train_samples", "96",
+    "--max_eval_samples", "32", "--num_train_epochs", "3", "--per_device_train_batch_size", "4",
+    "--save_strategy", "steps", "--save_steps", "8", "--report_to", "none", "--use_cpu", "true",
+    "--disable_tqdm", "true",
+]  # 72 steps
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def start(output_dir, *flags):
+    return subprocess.Popen([*RECIPE, "--output_dir", str(output_dir), *flags], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process, seconds=600):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < deadline, f"the run ended before {path} appeared"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_refused_then_resumed_past_its_damaged_checkpoint(tmp_path):
+    import signal
+
+    output_dir = tmp_path / "run"
+    run = start(output_dir)
+    wait_for(output_dir / "checkpoint-16" / "trainer_state.json", run)
+    # A second run into the live run's folder is refused before it does anything.
+    second = subprocess.run([*RECIPE, "--output_dir", str(output_dir), "--overwrite_output_dir", "true"], env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode != 0 and f"pid {run.pid}" in second.stderr and "is in use by a running process" in second.stderr
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert (output_dir / LOCK_NAME).exists() and not (output_dir / "model.safetensors").exists()
+    newest = max(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    truncate(newest / "model.safetensors")  # as a kill during the write would leave it
+
+    refused = subprocess.run([*RECIPE, "--output_dir", str(output_dir)], env=ENV, capture_output=True, text=True,
+                             timeout=600)
+    assert refused.returncode != 0
+    assert "already holds a model or checkpoints" in refused.stderr and "--resume_from_checkpoint true" in refused.stderr
+
+    resumed = subprocess.run([*RECIPE, "--output_dir", str(output_dir), "--resume_from_checkpoint", "true"], env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"skipped damaged {newest.name} (model.safetensors: truncated" in resumed.stdout
+    assert f"(pid {run.pid}" in resumed.stdout and "is no longer running" in resumed.stdout  # the stale lock, taken over
+    assert (output_dir / "model.safetensors").is_file() and not (output_dir / LOCK_NAME).exists()
+    assert newest.exists()  # the damaged checkpoint is left for the user to look at
