@@ -4,7 +4,6 @@ accepted, raised before any training starts. The last test keeps the table and t
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +51,21 @@ def search_run(tmp_path, **settings):
                 arguments={"model_type": "gaam_gpt2", "dataset_name": "bbc_news", "output_dir": str(tmp_path / "s")})
     (tmp_path / "search.yaml").write_text(yaml.safe_dump({**base, **settings}))
     return search.main([str(tmp_path / "search.yaml")])
+
+
+def csv_run(tmp_path, rows, *flags):
+    return classifier_run(tmp_path, "--train_file", write_csv(tmp_path, "train.csv", ["text,label", *rows]), *flags)
+
+
+def jsonl_run(tmp_path, records, *flags):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    return classifier_run(tmp_path, "--train_file", str(path), *flags)
+
+
+def yaml_run(tmp_path, **arguments):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(arguments))
+    return train_classifier.main([str(tmp_path / "run.yaml")])
 
 
 def saved_tiny_classifier(tmp_path):
@@ -188,6 +202,72 @@ CASES = [
      lambda t: lm_run(t, "--model_type", "gpt2", "--tokenizer", "char", "--config_overrides",
                       "n_layer=1,n_embd=32,n_head=4,n_positions=16", "--block_size", "32"),
      ValueError, r"`--block_size`=32 exceeds the model's 16 positions"),
+    # Recipes: arguments as people write them
+    ("unknown-flag", "a misspelt flag", lambda t: classifier_run(t, "--lerning_rate", "1e-3"),
+     ValueError, r"Unknown argument: --lerning_rate \(did you mean --learning_rate\?\)"),
+    ("yaml-key", "a misspelt key in a YAML file", lambda t: yaml_run(t, model_type="gpt2", num_train_epoch=1),
+     ValueError, r"Unknown key in .*run.yaml: num_train_epoch \(did you mean num_train_epochs\?\)"),
+    ("override-field", "misspelt --config_overrides fields",
+     lambda t: classifier_run(t, "--config_overrides", "gaam_num_head=8,classifer_pooling=mean"),
+     ValueError, r"Unknown `--config_overrides` field: gaam_num_head \(did you mean gaam_num_heads\?\), "
+                 r"classifer_pooling \(did you mean classifier_pooling\?\)"),
+    ("override-set-by-recipe", "--config_overrides num_labels=3", lambda t: classifier_run(t, "--config_overrides",
+                                                                                      "num_labels=3"),
+     ValueError, r"`--config_overrides` cannot set num_labels: the recipe sets it itself \(`num_labels` comes from "
+                 r"the data's labels and --problem_type\)"),
+    ("problem-type", "--problem_type multi_label", lambda t: classifier_run(t, "--problem_type", "multi_label"),
+     ValueError, r"`--problem_type`='multi_label' is not supported; accepted: single_label_classification, "),
+    ("label-delimiter", "--label_delimiter without multi-label", lambda t: classifier_run(t, "--label_delimiter", "|"),
+     ValueError, r"`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label_classification`"),
+    ("text-is-label", "--text_column equal to --label_column", lambda t: classifier_run(t, "--text_column", "label"),
+     ValueError, r"`--text_column` and `--label_column` are both 'label'; they must differ"),
+    ("max-train-samples", "--max_train_samples 0", lambda t: classifier_run(t, "--max_train_samples", "0"),
+     ValueError, r"`--max_train_samples` must be a positive number of rows \(or left out for all\), got 0"),
+    ("max-eval-samples", "--max_eval_samples 0", lambda t: classifier_run(t, "--max_eval_samples", "0"),
+     ValueError, r"`--max_eval_samples` must be a positive number of rows \(or left out for all\), got 0"),
+    # Recipes: files and texts
+    ("directory", "a directory as --train_file", lambda t: classifier_run(t, "--train_file", str(t)),
+     ValueError, r"`--train_file` '.*' is a directory; give one data file"),
+    ("encoding", "a Latin-1 file read as UTF-8",
+     lambda t: (t.joinpath("train.csv").write_bytes("text,label\ncaf\u00e9,a\n".encode("latin-1")),
+                classifier_run(t, "--train_file", str(t / "train.csv"))),
+     ValueError, r"`--train_file` '.*train.csv' is not utf-8 text: byte b'\\xe9' on line 2 cannot be decoded. Pass "
+                 r"the file's encoding, e.g. `--encoding latin-1`"),
+    ("text-type", "a number where a text should be (JSON)",
+     lambda t: jsonl_run(t, [{"text": "a", "label": "x"}, {"text": 5, "label": "y"}]),
+     ValueError, r"The train file '.*train.jsonl': column 'text' holds a value of type int at row 1 \(0-based\): '5'; texts must be "
+                 r"strings"),
+    ("other-columns", "a validation file without the text column",
+     lambda t: csv_run(t, ["a,x", "b,y"], "--validation_file", write_csv(t, "validation.csv", ["body,label", "a,x"])),
+     ValueError, r"The validation file '.*validation.csv' has no column 'text'; its columns are \['body', 'label'\]"),
+    # Recipes: labels and splits
+    ("label-missing", "an empty label cell", lambda t: csv_run(t, ["a,x", "b,", "c,y"]),
+     ValueError, r"The train split's label column 'label' has no label in 1 row 1 \(0-based, header excluded\)"),
+    ("label-single-class", "one class only", lambda t: csv_run(t, ["a,x", "b,x"]),
+     ValueError, r"The train split's label column 'label' holds a single class \('x'\): a classifier needs at least 2"),
+    ("label-float", "fractional labels without --problem_type regression", lambda t: csv_run(t, ["a,0.5", "b,1.5"]),
+     ValueError, r"holds the non-integral number 0.5 at row 0 .*pass `--problem_type regression`"),
+    ("label-list", "list labels without --problem_type multi_label_classification",
+     lambda t: jsonl_run(t, [{"text": "a", "label": ["x", "y"]}, {"text": "b", "label": ["x"]}]),
+     ValueError, r"holds a list \(\['x', 'y'\]\) at row 0 .*pass `--problem_type multi_label_classification`"),
+    ("label-mixed", "1 and \"1\" in one label column (JSON)",
+     lambda t: jsonl_run(t, [{"text": "a", "label": 1}, {"text": "b", "label": "1"}]),
+     ValueError, r"label column 'label' mixes numbers and strings \(1 at row 0, '1' at row 1, 0-based\)"),
+    ("label-rare-class", "a class too rare for a stratified validation split",
+     lambda t: csv_run(t, ["a,x"] * 9 + ["b,y"]),
+     ValueError, r"classes with fewer than 2 rows \('y' \(1 row\)\); a stratified 10% validation split needs at "
+                 r"least 2 rows per class"),
+    ("no-validation", "evaluation during training, no validation data, carving switched off",
+     lambda t: csv_run(t, ["a,x", "b,y"] * 5, "--eval_strategy", "epoch", "--validation_split_percentage", "0"),
+     ValueError, r"The run needs a validation split \(`--eval_strategy epoch` evaluates on it during training\) and the "
+                 r"data has none, but `--validation_split_percentage` is 0.0"),
+    ("multi-label-value", "a number in a multi-label column",
+     lambda t: jsonl_run(t, [{"text": "a", "label": ["x"]}, {"text": "b", "label": 3}],
+                         "--problem_type", "multi_label_classification"),
+     ValueError, r"holds 3 at row 1 .*multi-label classification needs a list of labels per row"),
+    ("regression-value", "a word in a regression column",
+     lambda t: csv_run(t, ["a,0.5", "b,high"], "--problem_type", "regression"),
+     ValueError, r"holds 'high' \(str\) at row 1 .*regression needs a finite number in every row"),
     # Search
     ("search-parameter", "a search space with an unknown parameter",
      lambda t: search_run(t, space={"gaam_heads": [1, 2]}),

@@ -232,7 +232,8 @@ class ClassifierRecipe(Recipe):
         splits, self.labels = encode_labels(splits, data.label_column, data.problem_type, data.label_delimiter)
         reason = self.validation_reason(has_test="test" in splits)
         if reason and "validation" not in splits:
-            splits, note = carve_validation(splits, data.validation_split_percentage, self.training_args.seed, reason)
+            splits, note = carve_validation(splits, data.validation_split_percentage, self.training_args.seed, reason,
+                                            data.label_column)
             self.split_notes.append(note)
         return limit_rows(splits, {"train": data.max_train_samples, "validation": data.max_eval_samples,
                                    "test": data.max_eval_samples})

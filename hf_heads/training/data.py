@@ -180,7 +180,7 @@ def check_texts(splits: DatasetDict, column: str, data_files: dict | None) -> Da
             for row, value in enumerate(split[column]):
                 if value is not None and not isinstance(value, str):
                     raise ValueError(
-                        f"{describe_split(name, data_files).capitalize()}: column {column!r} holds a "
+                        f"{describe_split(name, data_files).capitalize()}: column {column!r} holds a value of type "
                         f"{type(value).__name__} at row {row} (0-based): {str(value)[:60]!r}; texts must be strings "
                         "(set `--text_column` to the column that holds the text)."
                     )

@@ -154,10 +154,22 @@ def _sorted_names(names: set[str]) -> list[str]:
     return sorted(names)
 
 
+def as_number(value) -> float | None:
+    """A regression target as a float; a CSV column with one stray word arrives as strings, so numbers written as
+    strings count, and the word is what gets reported."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def regression_values(splits: DatasetDict, column: str) -> None:
     for split, data in splits.items():
         for row, value in enumerate(data[column]):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if as_number(value) is None:
                 raise ValueError(
                     f"{_where(split, column)} holds {value!r} ({type(value).__name__}) at {rows_text([row])}; "
                     "regression needs a finite number in every row."
@@ -203,7 +215,11 @@ def encode_labels(
             )
         return DatasetDict(encoded), space
     regression_values(splits, column)
-    return _renamed(splits.cast_column(column, Value("float32")), column), LabelSpace("regression", [])
+    features = {split: _features(data, column, Value("float32")) for split, data in splits.items()}
+    encoded = {split: data.map(lambda rows: {"labels": [as_number(v) for v in rows[column]]}, batched=True,
+                               remove_columns=[column], features=features[split])
+               for split, data in splits.items()}
+    return DatasetDict(encoded), LabelSpace("regression", [])
 
 
 def _features(data, column: str, label_feature):

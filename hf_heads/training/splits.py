@@ -25,7 +25,9 @@ def needs_validation(training_args, early_stopping_patience: int = 0, has_test: 
     )
 
 
-def carve_validation(splits: DatasetDict, percentage: float, seed: int, reason: str) -> tuple[DatasetDict, str]:
+def carve_validation(
+    splits: DatasetDict, percentage: float, seed: int, reason: str, label_column: str = "labels"
+) -> tuple[DatasetDict, str]:
     """
     `splits` with `percentage`% of its training rows moved to a new "validation" split, stratified by class when the
     labels are classes (a `ClassLabel` "labels" column); and the sentence that says so, for the log and the card.
@@ -38,7 +40,7 @@ def carve_validation(splits: DatasetDict, percentage: float, seed: int, reason: 
     train = splits["train"]
     stratify = isinstance(train.features.get("labels"), ClassLabel)
     if stratify:
-        check_stratifiable(train, percentage)
+        check_stratifiable(train, percentage, label_column)
     held_out = train.train_test_split(
         test_size=percentage / 100, seed=seed, stratify_by_column="labels" if stratify else None
     )
@@ -53,7 +55,7 @@ def carve_validation(splits: DatasetDict, percentage: float, seed: int, reason: 
     return carved, message
 
 
-def check_stratifiable(train, percentage: float) -> None:
+def check_stratifiable(train, percentage: float, label_column: str) -> None:
     """A stratified split needs every class at least twice, and room for one row of every class on each side."""
     names = train.features["labels"].names
     counts = Counter(train["labels"])
@@ -61,14 +63,15 @@ def check_stratifiable(train, percentage: float) -> None:
     if rare:
         listed = ", ".join(f"{name!r} ({count} row)" for count, name in rare[:5])
         raise ValueError(
-            f"The train split's label column has classes with fewer than 2 rows ({listed}); a stratified "
+            f"The train split's label column {label_column!r} has classes with fewer than 2 rows ({listed}); a stratified "
             f"{percentage:g}% validation split needs at least 2 rows per class. Add rows of those classes, or give "
             "`--validation_file`."
         )
     held = math.ceil(len(train) * percentage / 100)
     if held < len(counts) or len(train) - held < len(counts):
         raise ValueError(
-            f"The train split has {len(train)} rows and {len(counts)} classes: a stratified {percentage:g}% validation "
+            f"The train split has {len(train)} rows and {len(counts)} classes in {label_column!r}: a stratified "
+            f"{percentage:g}% validation "
             f"split ({held} rows) cannot hold every class on both sides. Give more rows, a "
             "`--validation_split_percentage` that holds at least one row per class, or `--validation_file`."
         )
