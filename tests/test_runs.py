@@ -286,3 +286,44 @@ def test_a_killed_run_is_refused_then_resumed_past_its_damaged_checkpoint(tmp_pa
     assert f"(pid {run.pid}" in resumed.stdout and "is no longer running" in resumed.stdout  # the stale lock, taken over
     assert (output_dir / "model.safetensors").is_file() and not (output_dir / LOCK_NAME).exists()
     assert newest.exists()  # the damaged checkpoint is left for the user to look at
+
+
+def readme_accelerate_command() -> str:
+    """The `accelerate launch` command of the README's recipes block, as printed (continuation lines joined)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("accelerate launch"))
+    command = []
+    for line in lines[start:]:
+        text = line.split("  #")[0].strip()
+        command.append(text.rstrip("\\").strip())
+        if not text.endswith("\\"):
+            break
+    return " ".join(command)
+
+
+@pytest.mark.slow
+def test_the_readmes_accelerate_command_as_printed_trains_two_processes_together(tmp_path):
+    """Two ranks, one writer, and the final metrics of one process with the same global batch, within tolerance."""
+    import json
+    import shlex
+
+    command = readme_accelerate_command()
+    assert "cpu_2proc.yaml" in command and "--use_cpu" not in command
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")  # the README's relative paths, from a user's folder
+    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "Process 1 of 2:" in two.stdout and "Process 2 of 2:" in two.stdout
+    assert two.stdout.count("Outputs in ") == 1  # one process wrote and listed the folder
+    output_dir = tmp_path / shlex.split(command)[shlex.split(command).index("--output_dir") + 1]
+    ddp = json.loads((output_dir / "all_results.json").read_text())
+
+    one_process = command.replace("cpu_2proc.yaml", "cpu.yaml").replace("runs/bbc_ddp", "runs/bbc_one")
+    one_process += " --per_device_train_batch_size 16"  # the two processes' global batch: 2 x 8
+    one = subprocess.run(shlex.split(one_process), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert one.returncode == 0, one.stderr[-3000:]
+    single = json.loads((tmp_path / "runs" / "bbc_one" / "all_results.json").read_text())
+    print({key: (ddp[key], single[key]) for key in ("train_loss", "test_loss", "test_accuracy")})
+    assert ddp["train_steps_per_second"] > 0 and ddp["train_samples"] == single["train_samples"]
+    assert ddp["train_loss"] == pytest.approx(single["train_loss"], abs=0.1)
+    assert ddp["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.06)

@@ -93,7 +93,9 @@ class SmallCheckpointsCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not self.frozen or not args.should_save:
             return
-        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        folder = _saved_checkpoint(Path(args.output_dir), state.global_step)
+        if folder is None:
+            return
         weights = folder / WEIGHTS_NAME
         if weights.is_file():  # a PEFT checkpoint holds its adapter only, already small
             trained = {name: tensor for name, tensor in load_file(weights).items() if name not in self.frozen}
@@ -101,6 +103,14 @@ class SmallCheckpointsCallback(TrainerCallback):
             save_file(trained, partial, metadata={"format": "pt"})
             os.replace(partial, weights)  # a kill leaves either the full file or the small one, never half of one
         (folder / REFERENCE_NAME).write_text(json.dumps(self.reference, indent=2))
+
+
+def _saved_checkpoint(output_dir: Path, step: int) -> Path | None:
+    """The checkpoint just written: `output_dir/checkpoint-N`, or a search trial's `output_dir/<run>/checkpoint-N`."""
+    name = f"{PREFIX_CHECKPOINT_DIR}-{step}"
+    candidates = [output_dir / name] + sorted(output_dir.glob(f"*/{name}"), key=lambda path: path.stat().st_mtime,
+                                              reverse=True)
+    return next((path for path in candidates if path.is_dir()), None)
 
 
 def _resumed_checkpoint(args, state) -> str | None:
