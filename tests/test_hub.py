@@ -165,3 +165,13 @@ def test_the_recipe_pushes_its_model_card_and_pictures_without_pickles(hub, tmp_
     assert results[("test", "macro-F1")] == pytest.approx(metrics["test_macro_f1"])
     assert ("validation", "accuracy") in results
     assert "held out as the validation split" in card.text  # the carved split is named for what it is
+
+
+def test_a_model_without_a_known_pipeline_is_refused_when_the_card_is_attached(tmp_path):
+    from transformers import GPT2Config, GPT2Model
+
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = Trainer(model=GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2)), args=args)
+    with pytest.raises(ValueError, match="No pipeline tag is known for GPT2Model; pass `pipeline_tag=`"):
+        use_model_card(trainer)
+    assert use_model_card(trainer, pipeline_tag="feature-extraction").pipeline_tag == "feature-extraction"

@@ -82,6 +82,8 @@ def use_model_card(trainer, **settings) -> CardSettings:
     check_hub_strategy(trainer.args)
     card = CardSettings(**settings)
     check_license(card.license)
+    if card.pipeline_tag is None:
+        card.pipeline_tag = _pipeline_tag(_inner_model(trainer))  # now: a model without one is refused before training
     trainer.create_model_card = types.MethodType(_hook(card), trainer)
     return card
 
@@ -104,8 +106,7 @@ def write_trainer_card(trainer, card: CardSettings, model_name=None, license=Non
     """Writes loss curves, `training_args.json` (replacing the pickle) and `README.md` into the output folder."""
     output_dir = Path(trainer.args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = _inner_model(trainer)
     config = inner.config
     name = model_name or output_dir.name
 
@@ -122,7 +123,7 @@ def write_trainer_card(trainer, card: CardSettings, model_name=None, license=Non
     images = {title: file for file, title in KNOWN_IMAGES.items() if (output_dir / file).is_file()}
     model_card = build_model_card(
         model_name=name,
-        pipeline_tag=card.pipeline_tag or _pipeline_tag(inner),
+        pipeline_tag=card.pipeline_tag,
         model_type=config.model_type,
         dataset_name=dataset_name or card.dataset_name,
         results=results,
@@ -139,6 +140,12 @@ def write_trainer_card(trainer, card: CardSettings, model_name=None, license=Non
     path = output_dir / "README.md"
     model_card.save(path)
     return path
+
+
+def _inner_model(trainer):
+    """The transformers model the trainer trains, out of its DDP/FSDP and PEFT wrappers."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _last_evaluation(log_history: list[dict]) -> dict[str, float]:
