@@ -75,15 +75,16 @@ def results(output_dir):
     return json.loads((output_dir / "all_results.json").read_text())
 
 
-def test_empty_whitespace_and_missing_texts_train_and_predict(tmp_path):
+@pytest.mark.parametrize("model_type", ["gpt2", "gaam_gpt2"])
+def test_empty_whitespace_and_missing_texts_train_and_predict(tmp_path, model_type):
     """Empty CSV cells arrive as missing values; GPT-2's BPE turns "" into no tokens: both still get a prediction."""
     rows = ['"",a', '"   ",b', ",a", "good text,b"] * 6
     train = write_rows(tmp_path / "train.csv", "text,label", rows)
     test = write_rows(tmp_path / "test.csv", "text,label", rows[:4])
-    main([*TINY, "--train_file", train, "--test_file", test, "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
+    main([*TINY, "--model_type", model_type, "--train_file", train, "--test_file", test, "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
           "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4"])
     assert results(tmp_path / "out")["test_samples"] == 4
-    classify = pipeline("text-classification", model=str(tmp_path / "out"))
+    classify = pipeline("text-classification", model=str(tmp_path / "out"), trust_remote_code=True)
     answers = classify(["", "   ", "good text", "x " * 500], truncation=True, batch_size=4)  # the last is too long
     assert [answer["label"] in ("a", "b") for answer in answers] == [True] * 4
 

@@ -4,7 +4,7 @@ the user, and every label problem named (split, column, rows, remedy) before tra
 import json
 
 import pytest
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features
 from transformers import pipeline
 
 from hf_heads.training.classification import main

@@ -2,7 +2,6 @@
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +79,7 @@ def test_char_model_and_tokenizer_load_without_hf_heads(char_run, run_without_hf
     )
     assert output.strip() == "CharTokenizer"
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+    assert tokenizer.model_max_length == 32  # the run's --block_size, so `pipeline` truncates to what the model saw
 
 
 def test_continued_pretraining_keeps_the_tokenizer_and_starts_from_the_weights(char_run, text_file, tmp_path):

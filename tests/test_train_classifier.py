@@ -198,3 +198,18 @@ def test_two_process_accelerate_launch_writes_one_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Process 1 of 2:" in result.stdout and "Process 2 of 2:" in result.stdout, result.stdout[-2000:]
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
+
+
+def test_a_failure_after_training_keeps_the_trained_model(tmp_path, monkeypatch, capsys):
+    """The model and its results are saved before anything optional; a card that cannot be written loses nothing."""
+    import hf_heads.hub
+
+    def broken_card(*args, **kwargs):
+        raise OSError("disk full while writing README.md")
+
+    monkeypatch.setattr(hf_heads.hub, "write_model_card", broken_card)
+    with pytest.raises(OSError, match="disk full"):
+        train_classifier.main([*TINY, "--output_dir", str(tmp_path / "out"), "--save_strategy", "no"])
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "tokenizer.json").is_file()
+    assert "test_accuracy" in json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert "The model and all_results.json are saved in" in capsys.readouterr().out

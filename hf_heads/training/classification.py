@@ -32,7 +32,7 @@ from .data import (
 from .initialization import initialize_new_weights
 from .labels import PROBLEM_TYPES, encode_labels
 from .metrics import compute_metrics_for, load_metric, predictions_for
-from .recipe import Recipe, first_batches
+from .recipe import Recipe
 from .splits import carve_validation, limit_rows
 from .tokenizer import fit_tokenizer_to_model, ready_for_training
 
@@ -338,10 +338,12 @@ class ClassifierRecipe(Recipe):
         super().save(trainer, metrics)
 
     def save_extras(self, trainer, metrics: dict) -> None:
-        from hf_heads.hub import normalised_axis_name, plot_confusion_matrix, plot_importance_heatmap
+        from hf_heads.hub import plot_confusion_matrix
 
         output_dir = Path(self.training_args.output_dir)
-        model = trainer.model
+        model = trainer.model  # merged into its base when LoRA trained (`save`)
+        held_out = self.datasets.get("validation", self.datasets.get("test", self.datasets["train"]))
+        self.common_plots(trainer, model, held_out)
         if self.labels.is_single_label and self.predictions is not None:
             logits = self.predictions.predictions
             matrix = load_metric("single_label").compute(
@@ -350,10 +352,6 @@ class ClassifierRecipe(Recipe):
             )["confusion_matrix"]
             plot_confusion_matrix(matrix, self.labels.names, output_dir / "confusion_matrix.png",
                                   title=f"{output_dir.name}: confusion matrix ({self.predictions_split})")
-        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
-            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(
-                self.datasets.get("validation", self.datasets.get("test", self.datasets["train"])))))
-            plot_importance_heatmap(factors, output_dir / "gaam_importance.png", axis_name=normalised_axis_name(model))
         # The card (written next by `Trainer`'s card hook) reports test metrics under "test"; the validation
         # split's come from the trainer's last evaluation.
         self.card.results["test"] = {name: metrics[f"test_{name}"] for name in CARD_METRICS if f"test_{name}" in metrics}

@@ -21,7 +21,7 @@ from hf_heads.tokenization import TEXT8_ALPHABET, CharTokenizer, train_bpe_token
 from .arguments import DataArguments, ModelArguments, RecipeTrainingArguments, usage_text
 from .initialization import initialize_new_weights
 from .lm_data import hold_out_tail, load_text_corpus, normalize_to_alphabet, pack_into_blocks
-from .recipe import Recipe, first_batches
+from .recipe import Recipe
 from .tokenizer import fit_tokenizer_to_model
 
 
@@ -172,13 +172,8 @@ class LanguageModelRecipe(Recipe):
                 "test_samples": 0}
 
     def save_extras(self, trainer, metrics: dict) -> None:
-        from hf_heads.hub import normalised_axis_name, plot_importance_heatmap
-
-        output_dir = Path(self.training_args.output_dir)
         model = trainer.model
-        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
-            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader()))
-            plot_importance_heatmap(factors, output_dir / "gaam_importance.png", axis_name=normalised_axis_name(model))
+        self.common_plots(trainer, model, self.datasets["validation"])
         # Held-out text is the validation split (an LM run has no test split): the card says so.
         self.card.results["validation"] = {
             name: metrics[f"eval_{name}"] for name in ("loss", "perplexity", "bits_per_character")

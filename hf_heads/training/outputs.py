@@ -1,6 +1,5 @@
 """What a run writes into its output folder, model first (the folder's checks, lock and resume: `output_dir`)."""
 
-import json
 from pathlib import Path
 
 
@@ -33,6 +32,3 @@ def print_output_folder(output_dir) -> str:
     print(text)
     return text
 
-
-def write_json(path: Path, values: dict) -> None:
-    Path(path).write_text(json.dumps(values, indent=2))

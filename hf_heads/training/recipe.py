@@ -268,6 +268,18 @@ class Recipe:
 
     def save_extras(self, trainer, metrics: dict) -> None:
         """Plots and the model card, written after the model is safe."""
+        raise NotImplementedError
+
+    def common_plots(self, trainer, model, dataset) -> None:
+        """The Importance Factor heatmap of a model with GAAM layers, on a sample of `dataset`, along the axis its GAAM
+        normalises. (Loss curves are drawn with the card, by `Trainer`'s card hook.)"""
+        import hf_heads
+        from hf_heads.hub import normalised_axis_name, plot_importance_heatmap
+
+        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
+            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(dataset)))
+            plot_importance_heatmap(factors, Path(self.training_args.output_dir) / "gaam_importance.png",
+                                    axis_name=normalised_axis_name(model))
 
 
 def _declaring_loss_scaling(model_init):
