@@ -13,6 +13,7 @@
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -76,7 +77,6 @@ def training_arguments(output_dir: Path, args, **overrides) -> TrainingArguments
         warmup_steps=20,
         weight_decay=0.01,
         max_grad_norm=1.0,
-        logging_steps=25,
         save_strategy="no",
         report_to=[],
         seed=args.seed,
@@ -86,13 +86,18 @@ def training_arguments(output_dir: Path, args, **overrides) -> TrainingArguments
     settings = {**defaults, **overrides}
     if args.quick:
         settings["max_steps"] = 3
+    # At least 20 training-loss points per run (every step in a shorter one), whatever its length.
+    steps = settings.get("max_steps") or settings["num_train_epochs"] * settings.pop("steps_per_epoch")
+    settings.pop("steps_per_epoch", None)
+    settings["logging_steps"] = max(1, int(steps) // 20)
     return TrainingArguments(**settings)
 
 
 def fine_tune(name, model, folder, tokenized, tokenizer, args, started: float) -> dict:
     trainer = Trainer(
         model=model,
-        args=training_arguments(folder, args, num_train_epochs=args.finetune_epochs, learning_rate=1e-3),
+        args=training_arguments(folder, args, num_train_epochs=args.finetune_epochs, learning_rate=1e-3,
+                                steps_per_epoch=math.ceil(len(tokenized["train"]) / 32)),
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["test"],
         data_collator=DataCollatorWithPadding(tokenizer),

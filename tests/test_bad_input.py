@@ -1,8 +1,9 @@
 """One case per row of `docs/errors.md`: a user mistake, and the error that names the argument, the value and what is
 accepted, raised before any training starts. The last test keeps the table and these cases in step."""
 
+import json
+import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,9 @@ from transformers import BertConfig, GPT2Config
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-import pretrain_lm  # noqa: E402
-import search  # noqa: E402
-import train_classifier  # noqa: E402
+from hf_heads.training import language_modeling as pretrain_lm  # noqa: E402
+from hf_heads.training import search  # noqa: E402
+from hf_heads.training import classification as train_classifier  # noqa: E402
 
 import hf_heads  # noqa: E402
 from hf_heads import (  # noqa: E402
@@ -51,6 +51,21 @@ def search_run(tmp_path, **settings):
                 arguments={"model_type": "gaam_gpt2", "dataset_name": "bbc_news", "output_dir": str(tmp_path / "s")})
     (tmp_path / "search.yaml").write_text(yaml.safe_dump({**base, **settings}))
     return search.main([str(tmp_path / "search.yaml")])
+
+
+def csv_run(tmp_path, rows, *flags):
+    return classifier_run(tmp_path, "--train_file", write_csv(tmp_path, "train.csv", ["text,label", *rows]), *flags)
+
+
+def jsonl_run(tmp_path, records, *flags):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    return classifier_run(tmp_path, "--train_file", str(path), *flags)
+
+
+def yaml_run(tmp_path, **arguments):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(arguments))
+    return train_classifier.main([str(tmp_path / "run.yaml")])
 
 
 def saved_tiny_classifier(tmp_path):
@@ -132,7 +147,7 @@ CASES = [
     ("empty-split", "an empty test file",
      lambda t: classifier_run(t, "--train_file", write_csv(t, "train.csv", ["text,label", "a,x", "b,y"]),
                               "--test_file", write_csv(t, "test.csv", ["text,label"])),
-     ValueError, r"The test split is empty"),
+     ValueError, r"`--test_file` '.*test.csv' has no rows"),
     ("unknown-labels", "test labels the training data does not have",
      lambda t: classifier_run(t, "--train_file", write_csv(t, "train.csv", ["text,label", "a,x", "b,y"]),
                               "--test_file", write_csv(t, "test.csv", ["text,label", "c,z"])),
@@ -156,11 +171,30 @@ CASES = [
      ValueError, r"`--validation_split_percentage` must be in \[0, 100\), got 150"),
     ("output-dir", "an --output_dir that holds a model",
      lambda t: (saved_tiny_classifier(t).rename(t / "out"), classifier_run(t)),
-     ValueError, r"already holds a model \(config.json, model.safetensors\); choose another folder, or pass "
-                 r"`--overwrite_output_dir`"),
+     ValueError, r"already holds a model or checkpoints \(config.json, model.safetensors\); choose another folder, "
+                 r"pass `--resume_from_checkpoint true` .* or `--overwrite_output_dir true`"),
+    ("output-dir-checkpoints", "an --output_dir a killed run left (checkpoints only)",
+     lambda t: ((t / "out" / "checkpoint-8").mkdir(parents=True), classifier_run(t)),
+     ValueError, r"already holds a model or checkpoints \(checkpoint-8\)"),
+    ("output-dir-unwritable", "an --output_dir that cannot be created",
+     lambda t: ((t / "file").write_text("x"), classifier_run(t, "--output_dir", str(t / "file" / "run"))),
+     PermissionError, r"`--output_dir` .*file/run cannot be written to \(Not a directory\)"),
+    ("output-dir-in-use", "an --output_dir a running process is writing to",
+     lambda t: ((t / "out").mkdir(), (t / "out" / "_hf_heads_run.lock").write_text(
+         json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": "now"})), classifier_run(t)),
+     RuntimeError, r"`--output_dir` .*out is in use by a running process \(pid \d+"),
     ("resume", "--resume_from_checkpoint true with no checkpoint",
      lambda t: classifier_run(t, "--resume_from_checkpoint", "true"),
      ValueError, r"`--resume_from_checkpoint`='true': `--output_dir` .* holds no complete checkpoint"),
+    ("resume-damaged", "--resume_from_checkpoint naming a damaged checkpoint",
+     lambda t: ((t / "out" / "checkpoint-8").mkdir(parents=True), (t / "out" / "checkpoint-8" / "trainer_state.json")
+                .write_text('{"global_st'), classifier_run(t, "--resume_from_checkpoint", str(t / "out" / "checkpoint-8"))),
+     ValueError, r"`--resume_from_checkpoint` .*checkpoint-8 is damaged: trainer_state.json does not parse"),
+    ("hub-strategy", "--push_to_hub with the default --hub_strategy",
+     lambda t: classifier_run(t, "--push_to_hub", "true", "--hub_model_id", "someone/model"),
+     ValueError, r"`--hub_strategy`='every_save' uploads the output folder while training.*--hub_strategy end"),
+    ("license", "--license 'Apache 2.0'", lambda t: classifier_run(t, "--license", "Apache 2.0"),
+     ValueError, r"`--license`='Apache 2.0' is not a Hub license identifier"),
     ("tokenizer", "--tokenizer words", lambda t: lm_run(t, "--model_type", "gpt2", "--tokenizer", "words"),
      ValueError, r"`--tokenizer`='words' is not supported; accepted: bpe, char"),
     ("early-stopping", "--early_stopping_patience without evaluations",
@@ -170,6 +204,72 @@ CASES = [
      lambda t: lm_run(t, "--model_type", "gpt2", "--tokenizer", "char", "--config_overrides",
                       "n_layer=1,n_embd=32,n_head=4,n_positions=16", "--block_size", "32"),
      ValueError, r"`--block_size`=32 exceeds the model's 16 positions"),
+    # Recipes: arguments as people write them
+    ("unknown-flag", "a misspelt flag", lambda t: classifier_run(t, "--lerning_rate", "1e-3"),
+     ValueError, r"Unknown argument: --lerning_rate \(did you mean --learning_rate\?\)"),
+    ("yaml-key", "a misspelt key in a YAML file", lambda t: yaml_run(t, model_type="gpt2", num_train_epoch=1),
+     ValueError, r"Unknown key in .*run.yaml: num_train_epoch \(did you mean num_train_epochs\?\)"),
+    ("override-field", "misspelt --config_overrides fields",
+     lambda t: classifier_run(t, "--config_overrides", "gaam_num_head=8,classifer_pooling=mean"),
+     ValueError, r"Unknown `--config_overrides` field: gaam_num_head \(did you mean gaam_num_heads\?\), "
+                 r"classifer_pooling \(did you mean classifier_pooling\?\)"),
+    ("override-set-by-recipe", "--config_overrides num_labels=3", lambda t: classifier_run(t, "--config_overrides",
+                                                                                      "num_labels=3"),
+     ValueError, r"`--config_overrides` cannot set num_labels: the recipe sets it itself \(`num_labels` comes from "
+                 r"the data's labels and --problem_type\)"),
+    ("problem-type", "--problem_type multi_label", lambda t: classifier_run(t, "--problem_type", "multi_label"),
+     ValueError, r"`--problem_type`='multi_label' is not supported; accepted: single_label_classification, "),
+    ("label-delimiter", "--label_delimiter without multi-label", lambda t: classifier_run(t, "--label_delimiter", "|"),
+     ValueError, r"`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label_classification`"),
+    ("text-is-label", "--text_column equal to --label_column", lambda t: classifier_run(t, "--text_column", "label"),
+     ValueError, r"`--text_column` and `--label_column` are both 'label'; they must differ"),
+    ("max-train-samples", "--max_train_samples 0", lambda t: classifier_run(t, "--max_train_samples", "0"),
+     ValueError, r"`--max_train_samples` must be a positive number of rows \(or left out for all\), got 0"),
+    ("max-eval-samples", "--max_eval_samples 0", lambda t: classifier_run(t, "--max_eval_samples", "0"),
+     ValueError, r"`--max_eval_samples` must be a positive number of rows \(or left out for all\), got 0"),
+    # Recipes: files and texts
+    ("directory", "a directory as --train_file", lambda t: classifier_run(t, "--train_file", str(t)),
+     ValueError, r"`--train_file` '.*' is a directory; give one data file"),
+    ("encoding", "a Latin-1 file read as UTF-8",
+     lambda t: (t.joinpath("train.csv").write_bytes("text,label\ncaf\u00e9,a\n".encode("latin-1")),
+                classifier_run(t, "--train_file", str(t / "train.csv"))),
+     ValueError, r"`--train_file` '.*train.csv' is not utf-8 text: byte b'\\xe9' on line 2 cannot be decoded. Pass "
+                 r"the file's encoding, e.g. `--encoding latin-1`"),
+    ("text-type", "a number where a text should be (JSON)",
+     lambda t: jsonl_run(t, [{"text": "a", "label": "x"}, {"text": 5, "label": "y"}]),
+     ValueError, r"The train file '.*train.jsonl': column 'text' holds a value of type int at row 1 \(0-based\): '5'; texts must be "
+                 r"strings"),
+    ("other-columns", "a validation file without the text column",
+     lambda t: csv_run(t, ["a,x", "b,y"], "--validation_file", write_csv(t, "validation.csv", ["body,label", "a,x"])),
+     ValueError, r"The validation file '.*validation.csv' has no column 'text'; its columns are \['body', 'label'\]"),
+    # Recipes: labels and splits
+    ("label-missing", "an empty label cell", lambda t: csv_run(t, ["a,x", "b,", "c,y"]),
+     ValueError, r"The train split's label column 'label' has no label in 1 row 1 \(0-based, header excluded\)"),
+    ("label-single-class", "one class only", lambda t: csv_run(t, ["a,x", "b,x"]),
+     ValueError, r"The train split's label column 'label' holds a single class \('x'\): a classifier needs at least 2"),
+    ("label-float", "fractional labels without --problem_type regression", lambda t: csv_run(t, ["a,0.5", "b,1.5"]),
+     ValueError, r"holds the non-integral number 0.5 at row 0 .*pass `--problem_type regression`"),
+    ("label-list", "list labels without --problem_type multi_label_classification",
+     lambda t: jsonl_run(t, [{"text": "a", "label": ["x", "y"]}, {"text": "b", "label": ["x"]}]),
+     ValueError, r"holds a list \(\['x', 'y'\]\) at row 0 .*pass `--problem_type multi_label_classification`"),
+    ("label-mixed", "1 and \"1\" in one label column (JSON)",
+     lambda t: jsonl_run(t, [{"text": "a", "label": 1}, {"text": "b", "label": "1"}]),
+     ValueError, r"label column 'label' mixes numbers and strings \(1 at row 0, '1' at row 1, 0-based\)"),
+    ("label-rare-class", "a class too rare for a stratified validation split",
+     lambda t: csv_run(t, ["a,x"] * 9 + ["b,y"]),
+     ValueError, r"classes with fewer than 2 rows \('y' \(1 row\)\); a stratified 10% validation split needs at "
+                 r"least 2 rows per class"),
+    ("no-validation", "evaluation during training, no validation data, carving switched off",
+     lambda t: csv_run(t, ["a,x", "b,y"] * 5, "--eval_strategy", "epoch", "--validation_split_percentage", "0"),
+     ValueError, r"The run needs a validation split \(`--eval_strategy epoch` evaluates on it during training\) and the "
+                 r"data has none, but `--validation_split_percentage` is 0.0"),
+    ("multi-label-value", "a number in a multi-label column",
+     lambda t: jsonl_run(t, [{"text": "a", "label": ["x"]}, {"text": "b", "label": 3}],
+                         "--problem_type", "multi_label_classification"),
+     ValueError, r"holds 3 at row 1 .*multi-label classification needs a list of labels per row"),
+    ("regression-value", "a word in a regression column",
+     lambda t: csv_run(t, ["a,0.5", "b,high"], "--problem_type", "regression"),
+     ValueError, r"holds 'high' \(str\) at row 1 .*regression needs a finite number in every row"),
     # Search
     ("search-parameter", "a search space with an unknown parameter",
      lambda t: search_run(t, space={"gaam_heads": [1, 2]}),

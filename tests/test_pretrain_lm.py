@@ -2,7 +2,6 @@
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,7 @@ from safetensors.torch import load_file
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-import pretrain_lm  # noqa: E402
+from hf_heads.training import language_modeling as pretrain_lm  # noqa: E402
 
 
 TINY_MODEL = "n_layer=2,n_embd=32,n_head=4,gaam_num_heads=2"
@@ -81,6 +79,7 @@ def test_char_model_and_tokenizer_load_without_hf_heads(char_run, run_without_hf
     )
     assert output.strip() == "CharTokenizer"
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected)
+    assert tokenizer.model_max_length == 32  # the run's --block_size, so `pipeline` truncates to what the model saw
 
 
 def test_continued_pretraining_keeps_the_tokenizer_and_starts_from_the_weights(char_run, text_file, tmp_path):

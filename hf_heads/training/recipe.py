@@ -1,122 +1,298 @@
-"""Pieces every recipe shares: arguments from flags or one YAML/JSON file, config overrides, output-folder safety."""
+"""
+The shape every recipe shares: arguments → checks → data, tokenizer and model → `Trainer` → the output folder.
 
-import json
-import sys
-from dataclasses import asdict, dataclass, field
+`Recipe.run()` is the whole run; a subclass (`classification.ClassifierRecipe`, `language_modeling.LanguageModelRecipe`)
+supplies its arguments and the steps that differ, and `search` drives the same steps over trials. Everything that can
+fail is checked before the first training step, and the model is saved before anything optional (plots, card).
+"""
+
+import contextlib
+import importlib.util
+import math
+from dataclasses import asdict
 from pathlib import Path
 
-from transformers import HfArgumentParser
+from transformers import AutoConfig, EarlyStoppingCallback, set_seed
 
+from .arguments import MODEL_TYPES, RecipeArgumentParser, check_overrides, parse_overrides
 from .initialization import WEIGHT_INIT_SCHEMES
+from ..hub import check_hub_strategy, use_model_card
+from ..hub.model_card import check_license
+from .checkpoints import SmallCheckpointsCallback
+from .distributed import declare_loss_scaling, join_cpu_processes
+from .output_dir import RunLock, check_output_dir, check_room, checkpoint_bytes, resolve_resume_checkpoint
+from .outputs import print_output_folder, save_model_and_results
 
 
-SAVED_MODEL_FILES = ("config.json", "model.safetensors", "adapter_config.json")
-MODEL_TYPES = ("gpt2", "gaam_gpt2")
+LOGGED_POINTS = 20  # training-loss points a run logs when `--logging_steps` is left to the recipe
 
 
-@dataclass
-class RecipeModelArguments:
-    """The model arguments every recipe takes; each recipe's `ModelArguments` adds its own."""
+class Recipe:
+    """One training recipe. Subclasses set the class attributes and implement `prepare`, `new_model`, `evaluate`."""
 
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A checkpoint (Hub id or folder) to start from; or use --model_type."}
-    )
-    model_type: str | None = field(
-        default=None,
-        metadata={"help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."},
-    )
-    config_overrides: str | None = field(
-        default=None,
-        metadata={"help": "Comma-separated config fields, e.g. n_layer=2,n_embd=128,gaam_num_heads=4"},
-    )
-    weight_init: str = field(
-        default="default",
-        metadata={"help": f"Initialisation of new weight matrices (not loaded from a checkpoint): {WEIGHT_INIT_SCHEMES}."},
-    )
-    early_stopping_patience: int = field(
-        default=0, metadata={"help": "Stop after this many evaluations without improvement (0: off)."}
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an --output_dir that already holds a model."}
-    )
+    prog: str  # the console entry point
+    usage: str  # the text `--help` starts with
+    argument_classes: tuple  # dataclasses read by the parser, `RecipeTrainingArguments` last
+    search_metrics: tuple[str, ...]  # metrics a search may optimise; the first is the default
 
+    def __init__(self, *arguments, explicit: set[str] = frozenset()):
+        *self.arguments, self.training_args = arguments
+        self.explicit = set(explicit)  # names the user gave, so defaults derived from the data never override them
+        self.split_notes: list[str] = []  # how the splits were made, for the log and the card
 
-def check_model_arguments(model_args: RecipeModelArguments, training_args) -> None:
-    """The checks every recipe shares; run before any data is read. Resolves `--resume_from_checkpoint true`."""
-    import importlib.util
+    @classmethod
+    def argument_parser(cls) -> RecipeArgumentParser:
+        # Before `TrainingArguments` exist: a multi-process launch on a CPU-only machine must select the CPU now.
+        join_cpu_processes()
+        return RecipeArgumentParser(cls.argument_classes, prog=cls.prog, usage_text=cls.usage)
 
-    if importlib.util.find_spec("matplotlib") is None:
-        # Found now rather than when the output folder is written, after training.
-        raise ImportError("The recipes draw loss curves and heatmaps with matplotlib: `pip install hf-heads[plots]`.")
-    if model_args.model_name_or_path is None and model_args.model_type is None:
-        raise ValueError(
-            "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
-            "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
+    @classmethod
+    def from_argv(cls, argv=None) -> "Recipe":
+        *arguments, explicit = cls.argument_parser().parse(argv)
+        return cls(*arguments, explicit=explicit)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str) -> "Recipe":
+        """Arguments from a mapping (a search file's `arguments`), checked like a YAML file's keys."""
+        parser = cls.argument_parser()
+        *arguments, explicit = parser.parse(parser.mapping_as_flags(values, source))
+        return cls(*arguments, explicit=explicit)
+
+    # ----- checks that need neither data nor model
+
+    @property
+    def model_args(self):
+        return self.arguments[0]
+
+    @property
+    def data_args(self):
+        return next(a for a in self.arguments if hasattr(a, "dataset_name"))
+
+    def check_arguments(self) -> None:
+        """Every mistake found without reading data or building a model. Resolves `--resume_from_checkpoint true`."""
+        model_args, training_args = self.model_args, self.training_args
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ImportError("The recipes draw loss curves and heatmaps with matplotlib: `pip install hf-heads[plots]`.")
+        if model_args.model_name_or_path is None and model_args.model_type is None:
+            raise ValueError(
+                "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
+                "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
+            )
+        if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}."
+            )
+        if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
+            raise ValueError(
+                f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}."
+            )
+        data_args = self.data_args
+        has_files = bool(data_args.train_file or data_args.validation_file or getattr(data_args, "test_file", None))
+        if (data_args.dataset_name is None) == (not has_files):
+            raise ValueError("Give either `--dataset_name` or `--train_file` (+ `--validation_file`, ...), not both.")
+        if has_files and data_args.train_file is None:
+            raise ValueError("`--validation_file` / `--test_file` need a `--train_file`.")
+        if model_args.early_stopping_patience and (
+            training_args.eval_strategy == "no" or not training_args.load_best_model_at_end
+        ):
+            raise ValueError(
+                f"`--early_stopping_patience`={model_args.early_stopping_patience} needs evaluations and the best "
+                "model kept: pass `--eval_strategy epoch --save_strategy epoch --load_best_model_at_end true` "
+                f"(got eval_strategy={training_args.eval_strategy.value!r}, "
+                f"load_best_model_at_end={training_args.load_best_model_at_end})."
+            )
+        check_overrides(self.overrides(), self.overridable_fields(), self.fields_set_by_recipe())
+        check_hub_strategy(training_args)
+        check_license(model_args.license)
+        training_args.resume_from_checkpoint = resolve_resume_checkpoint(
+            training_args.resume_from_checkpoint, training_args.output_dir, log=self.log
         )
-    if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
-        raise ValueError(f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}.")
-    if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
-        raise ValueError(
-            f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}."
+        check_output_dir(
+            training_args.output_dir, overwrite=model_args.overwrite_output_dir,
+            resuming=training_args.resume_from_checkpoint is not None,
         )
-    training_args.resume_from_checkpoint = resolve_resume_checkpoint(
-        training_args.resume_from_checkpoint, training_args.output_dir
-    )
-    refuse_existing_model(
-        training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
-    )
 
+    def log(self, message: str) -> None:
+        """Printed once, by the process that writes the outputs."""
+        if self.training_args.should_save:
+            print(message)
 
-def parse_recipe_arguments(dataclass_types, argv=None):
-    """Flags as `transformers`' example scripts take them, or one `.yaml`/`.yml`/`.json` file of the same arguments."""
-    parser = HfArgumentParser(dataclass_types)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        path = Path(argv[0]).resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"arguments file {argv[0]!r} does not exist.")
-        if argv[0].endswith(".json"):
-            return parser.parse_json_file(path, allow_extra_keys=False)
-        return parser.parse_yaml_file(path, allow_extra_keys=False)
-    return parser.parse_args_into_dataclasses(args=argv)
+    def overrides(self) -> dict:
+        return parse_overrides(self.model_args.config_overrides)
 
+    def overridable_fields(self) -> set[str]:
+        """The configuration fields `--config_overrides` may set: those of the model the run builds."""
+        model_args = self.model_args
+        if model_args.model_type is not None:
+            return set(AutoConfig.for_model(model_args.model_type).to_dict())
+        return set(AutoConfig.from_pretrained(model_args.model_name_or_path).to_dict())
 
-def parse_overrides(text: str | None) -> dict:
-    """`a=1,b=x,c=[1,2]` as a dict, values read as JSON where they parse (numbers, booleans, lists)."""
-    overrides = {}
-    for item in filter(None, split_top_level(text or "")):
-        if "=" not in item:
-            raise ValueError(f"`--config_overrides` item {item!r} is not `name=value`.")
-        name, value = item.split("=", 1)
-        try:
-            overrides[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name.strip()] = value
-    return overrides
+    def fields_set_by_recipe(self) -> dict[str, str]:
+        """Configuration fields the recipe sets itself, with where their value comes from."""
+        return {name: "the tokenizer" for name in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")}
 
+    # ----- the run
 
-def split_top_level(text: str) -> list[str]:
-    """Split on commas outside brackets, so `gaam_layers=[0,1],n_layer=2` keeps its list."""
-    items, depth, current = [], 0, ""
-    for character in text:
-        depth += {"[": 1, "]": -1}.get(character, 0)
-        if character == "," and depth == 0:
-            items.append(current)
-            current = ""
+    def prepare(self) -> None:
+        """Data, tokenizer and a first model (`self.datasets`, `self.tokenizer`, `self.first_model`)."""
+        raise NotImplementedError
+
+    def new_model(self, extra_overrides: dict | None = None):
+        """A fresh model for the run or a search trial (`extra_overrides`: the trial's configuration values)."""
+        raise NotImplementedError
+
+    def compute_metrics(self):
+        return None
+
+    def data_collator(self):
+        raise NotImplementedError
+
+    def callbacks(self) -> list:
+        # Checkpoints of a run with a frozen backbone (or LoRA) hold what trains, not copies of the frozen weights.
+        callbacks = [SmallCheckpointsCallback()]
+        if self.model_args.early_stopping_patience:
+            threshold = getattr(self.model_args, "early_stopping_threshold", 0.0)
+            callbacks.append(EarlyStoppingCallback(self.model_args.early_stopping_patience, threshold))
+        return callbacks
+
+    def new_trainer(self, model=None, model_init=None):
+        """`Trainer`, told how the model scales its loss, writing this package's card through its card hook."""
+        from transformers import Trainer
+
+        if model is not None:
+            declare_loss_scaling(model)
+        if model_init is not None:
+            model_init = _declaring_loss_scaling(model_init)
+        trainer = Trainer(
+            model=model, model_init=model_init, args=self.training_args, train_dataset=self.datasets["train"],
+            eval_dataset=self.datasets.get("validation"), data_collator=self.data_collator(),
+            processing_class=self.tokenizer, compute_metrics=self.compute_metrics(), callbacks=self.callbacks(),
+        )
+        self.card = use_model_card(
+            trainer, dataset_name=dataset_label(self.data_args), license=self.model_args.license,
+            base_model=self.model_args.model_name_or_path,
+            hyperparameters=card_hyperparameters(self.training_args, *self.arguments),
+        )
+        return trainer
+
+    def planned_steps(self) -> int:
+        """Optimizer steps the run will take."""
+        args = self.training_args
+        if args.max_steps > 0:
+            return args.max_steps
+        batches = math.ceil(len(self.datasets["train"]) / (args.per_device_train_batch_size * args.world_size))
+        return math.ceil(max(1, batches // args.gradient_accumulation_steps) * args.num_train_epochs)
+
+    def derive_logging_steps(self) -> None:
+        """Unless given, log the training loss `LOGGED_POINTS` times in the run (every step in a shorter one)."""
+        if "logging_steps" in self.explicit:
+            return
+        self.training_args.logging_steps = max(1, self.planned_steps() // LOGGED_POINTS)
+
+    def check_room(self, model) -> None:
+        """The output folder's disk holds the checkpoints the run keeps and the final model; checked before training."""
+        args = self.training_args
+        if args.save_strategy == "no":
+            saves = 0
+        elif args.save_strategy == "epoch":
+            saves = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 1
         else:
-            current += character
-    return items + [current]
+            saves = max(1, self.planned_steps() // max(1, int(args.save_steps)))
+        kept = min(saves, args.save_total_limit + int(args.load_best_model_at_end)) if args.save_total_limit else saves
+        trained_only = any(not parameter.requires_grad for parameter in model.parameters())
+        full_copy = checkpoint_bytes(model, optimizer_states_per_parameter=0)
+        per_checkpoint = checkpoint_bytes(model) - (full_copy - _trainable_bytes(model) if trained_only else 0)
+        # The final model, the kept checkpoints, and one full copy while a small checkpoint is being written.
+        check_room(args.output_dir, 2 * full_copy + kept * per_checkpoint, f"the final model and {kept} checkpoint(s)")
+
+    def run_lock(self):
+        """The folder's lock, held by the process that writes the outputs; other processes hold nothing."""
+        return RunLock(self.training_args.output_dir, log=print) if self.training_args.should_save else (
+            contextlib.nullcontext())
+
+    def run(self) -> dict:
+        self.check_arguments()
+        with self.run_lock():
+            metrics = self._run()
+        if self.training_args.should_save:
+            print_output_folder(self.training_args.output_dir)
+        return metrics
+
+    def _run(self) -> dict:
+        set_seed(self.training_args.seed)
+        self.prepare()
+        self.derive_logging_steps()
+        model = self.trainable(self.first_model)
+        self.check_room(model)
+        print(trainable_parameters_line(model, self.training_args))
+        trainer = self.new_trainer(model=model)
+        train_result = trainer.train(resume_from_checkpoint=self.training_args.resume_from_checkpoint)
+        metrics = {key if key.startswith("train_") else f"train_{key}": value
+                   for key, value in train_result.metrics.items()}
+        metrics.update(self.samples())
+        metrics.update(self.evaluate(trainer))
+        self.save(trainer, metrics)  # every process: `Trainer.save_model` gathers sharded (FSDP, ZeRO-3) weights
+        if trainer.is_world_process_zero():
+            try:
+                self.save_extras(trainer, metrics)
+                self.card.splits.update(self.card_splits())
+                self.card.data_notes = " ".join(self.split_notes)
+                trainer.create_model_card()  # the card hook: loss curves, card, no pickled arguments
+            except Exception:
+                print(f"The model and all_results.json are saved in {self.training_args.output_dir}; writing the "
+                      "plots and the model card failed:")
+                raise
+        if self.training_args.push_to_hub:
+            trainer.push_to_hub(commit_message="End of training")  # every process; the main one uploads
+        return metrics
+
+    def card_splits(self) -> dict[str, str]:
+        """What each split is, for the card: its rows (the split notes say how they were made)."""
+        return {name: f"{len(split):,} rows" for name, split in self.datasets.items()}
+
+    def trainable(self, model):
+        """The model as `Trainer` trains it (a subclass may wrap it, e.g. in LoRA)."""
+        return model
+
+    def samples(self) -> dict:
+        """Rows per split, as `transformers`' example scripts record them (0 for a split the run does not have)."""
+        return {f"{prefix}_samples": len(self.datasets[name]) if name in self.datasets else 0
+                for prefix, name in (("train", "train"), ("eval", "validation"), ("test", "test"))}
+
+    def evaluate(self, trainer) -> dict:
+        raise NotImplementedError
+
+    def save(self, trainer, metrics: dict) -> None:
+        """Weights, tokenizer and `all_results.json`: what must survive anything that follows."""
+        save_model_and_results(trainer, self.tokenizer, metrics)
+
+    def save_extras(self, trainer, metrics: dict) -> None:
+        """Plots and the model card, written after the model is safe."""
+        raise NotImplementedError
+
+    def common_plots(self, trainer, model, dataset) -> None:
+        """The Importance Factor heatmap of a model with GAAM layers, on a sample of `dataset`, along the axis its GAAM
+        normalises. (Loss curves are drawn with the card, by `Trainer`'s card hook.)"""
+        import hf_heads
+        from hf_heads.hub import normalised_axis_name, plot_importance_heatmap
+
+        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
+            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(dataset)))
+            plot_importance_heatmap(factors, Path(self.training_args.output_dir) / "gaam_importance.png",
+                                    axis_name=normalised_axis_name(model))
 
 
-def refuse_existing_model(output_dir, overwrite: bool, resuming: bool) -> None:
-    """A folder that already holds a model is never written over unless the user says so."""
-    output_dir = Path(output_dir)
-    saved = [name for name in SAVED_MODEL_FILES if (output_dir / name).exists()]
-    if saved and not overwrite and not resuming:
-        raise ValueError(
-            f"`--output_dir` {output_dir} already holds a model ({', '.join(saved)}); choose another folder, or pass "
-            "`--overwrite_output_dir` to replace it (or `--resume_from_checkpoint` to continue)."
-        )
+def _declaring_loss_scaling(model_init):
+    def init(*args):
+        model = model_init(*args)
+        declare_loss_scaling(model)
+        return model
+
+    return init
+
+
+def _trainable_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
 def trainable_parameters_line(model, training_args) -> str:
@@ -146,28 +322,5 @@ def first_batches(dataloader, limit: int = 8):
         yield batch
 
 
-def resolve_resume_checkpoint(value: str | None, output_dir) -> str | None:
-    """
-    `--resume_from_checkpoint`: a checkpoint folder, or `true`/`last` for the newest *complete* checkpoint in
-    `output_dir` (one whose `trainer_state.json` was written: a run killed while saving leaves a partial folder).
-    Checked before any data is read.
-    """
-    if value is None:
-        return None
-    if value.lower() in ("true", "last"):
-        complete = [
-            path for path in Path(output_dir).glob("checkpoint-*")
-            if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file()
-        ]
-        if not complete:
-            raise ValueError(
-                f"`--resume_from_checkpoint`={value!r}: `--output_dir` {output_dir} holds no complete checkpoint "
-                "(checkpoint-N with trainer_state.json)."
-            )
-        return str(max(complete, key=lambda path: int(path.name.split("-")[-1])))
-    if not (Path(value) / "trainer_state.json").is_file():
-        raise ValueError(
-            f"`--resume_from_checkpoint`={value!r} is not a complete checkpoint folder (no trainer_state.json); give "
-            "a checkpoint-N folder, or `true` for the newest one in `--output_dir`."
-        )
-    return value
+def dataset_label(data_args) -> str:
+    return data_args.dataset_name or Path(data_args.train_file).name

@@ -1,0 +1,147 @@
+"""Arguments as people use them: `--help` for every recipe, a YAML file plus overriding flags, misspelt names answered
+with the closest valid one, configuration fields the recipe sets refused, defaults derived from the run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hf_heads.training.classification import ClassifierRecipe, main
+from hf_heads.training.language_modeling import LanguageModelRecipe
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model_type", "gaam_gpt2", "--config_overrides", "n_layer=1,n_embd=32,n_head=2,gaam_num_heads=2",
+        "--tokenizer_vocab_size", "300", "--max_length", "16", "--report_to", "none", "--use_cpu", "true",
+        "--save_strategy", "no"]
+
+
+def test_help_of_the_classifier_script():
+    """The script as a user runs it (a `%` in a help string once crashed argparse here)."""
+    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "train_classifier.py"), "--help"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for heading in ("model:", "head (and what trains):", "data:", "training (transformers TrainingArguments):",
+                    "examples:", "The same arguments in a YAML", "--validation_split_percentage"):
+        assert heading in result.stdout
+
+
+@pytest.mark.parametrize(
+    "main_of, expected",
+    [
+        ("language_modeling", ["hf-heads-pretrain-lm", "model:", "data:", "training (transformers TrainingArguments):",
+                               "examples:", "The same arguments in a YAML", "--block_size"]),
+        ("search", ["hf-heads-search", "search_file", "sampler:", "space:", "arguments:"]),
+    ],
+)
+def test_help_of_the_other_recipes(main_of, expected, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(f"hf_heads.training.{main_of}").main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and all(text in out for text in expected), out[:3000]
+
+
+def test_help_through_main_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "hf-heads-train-classifier" in capsys.readouterr().out
+
+
+def test_yaml_file_plus_flags_that_override_it(tmp_path):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(
+        {"model_type": "gpt2", "dataset_name": "bbc_news", "num_train_epochs": 3, "learning_rate": 0.001,
+         "output_dir": str(tmp_path / "a"), "eval_strategy": "epoch", "report_to": "none"}))
+    recipe = ClassifierRecipe.from_argv([str(tmp_path / "run.yaml"), "--num_train_epochs", "1", "--output_dir",
+                                         str(tmp_path / "b")])
+    args = recipe.training_args
+    assert (args.num_train_epochs, args.learning_rate, args.output_dir, args.eval_strategy) == (
+        1, 0.001, str(tmp_path / "b"), "epoch")
+    assert recipe.data_args.dataset_name == "bbc_news"
+
+
+def test_rerunning_a_yaml_into_its_folder_needs_only_a_flag(tmp_path):
+    config = {"model_type": "gpt2", "config_overrides": "n_layer=1,n_embd=32,n_head=2", "tokenizer_vocab_size": 300,
+              "max_length": 16, "dataset_name": "bbc_news", "max_train_samples": 16, "max_eval_samples": 8,
+              "max_steps": 1, "output_dir": str(tmp_path / "out"), "report_to": "none", "save_strategy": "no"}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    main([str(tmp_path / "run.yaml")])
+    with pytest.raises(ValueError, match="already holds a model"):
+        main([str(tmp_path / "run.yaml")])
+    main([str(tmp_path / "run.yaml"), "--overwrite_output_dir", "true"])
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--lerning_rate", "1e-3"], r"Unknown argument: --lerning_rate \(did you mean --learning_rate\?\)"),
+        (["--config_overrides", "gaam_num_head=8,classifer_pooling=mean"],
+         r"Unknown `--config_overrides` field: gaam_num_head \(did you mean gaam_num_heads\?\), classifer_pooling "
+         r"\(did you mean classifier_pooling\?\)"),
+        (["--config_overrides", "num_labels=3"],
+         r"`--config_overrides` cannot set num_labels: the recipe sets it itself \(`num_labels` comes from the data's "
+         r"labels and --problem_type\)"),
+        (["--config_overrides", "vocab_size=100"], r"cannot set vocab_size.*comes from the tokenizer"),
+        (["--problem_type", "multi_label"], r"`--problem_type`='multi_label' is not supported; accepted: "
+                                            r"single_label_classification, multi_label_classification, regression"),
+        (["--label_delimiter", "|"], r"`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label"),
+        (["--text_column", "label"], r"`--text_column` and `--label_column` are both 'label'"),
+        (["--max_train_samples", "0"], r"`--max_train_samples` must be a positive number of rows .*got 0"),
+        (["--max_eval_samples", "0"], r"`--max_eval_samples` must be a positive number of rows .*got 0"),
+    ],
+)
+def test_argument_mistakes_are_named_before_any_data_is_read(tmp_path, arguments, message):
+    argv = [*TINY, "--dataset_name", "bbc_news", "--output_dir", str(tmp_path / "out")]
+    for flag, value in zip(arguments[::2], arguments[1::2]):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
+    with pytest.raises(ValueError, match=message):
+        main(argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_yaml_key_names_the_closest(tmp_path):
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model_type": "gpt2", "num_train_epoch": 1}))
+    with pytest.raises(ValueError, match=r"Unknown key in .*run.yaml: num_train_epoch \(did you mean num_train_epochs\?\)"):
+        main([str(tmp_path / "run.yaml")])
+
+
+def test_head_fields_are_checked_against_the_head_configuration(tmp_path):
+    recipe = ClassifierRecipe.from_argv([
+        "--model_name_or_path", str(tmp_path), "--head_type", "attention", "--config_overrides", "head_num_head=2",
+        "--dataset_name", "bbc_news", "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match=r"head_num_head \(did you mean head_num_heads\?\)"):
+        recipe.check_arguments()
+
+
+def test_a_frozen_head_trains_with_its_own_learning_rate_unless_given(tmp_path):
+    common = ["--model_name_or_path", str(tmp_path), "--head_type", "gaam_layers", "--freeze_backbone", "true",
+              "--dataset_name", "bbc_news", "--output_dir", str(tmp_path / "out")]
+    recipe = ClassifierRecipe.from_argv(common)
+    recipe.check_arguments()
+    assert recipe.training_args.learning_rate == 1e-2
+    recipe = ClassifierRecipe.from_argv([*common, "--learning_rate", "3e-4"])
+    recipe.check_arguments()
+    assert recipe.training_args.learning_rate == 3e-4
+
+
+@pytest.mark.parametrize("steps, logging_steps, points", [(5, None, 5), (60, None, 20), (6, 3, 2)])
+def test_every_run_logs_its_training_loss_and_says_where_it_went(tmp_path, capsys, steps, logging_steps, points):
+    given = [] if logging_steps is None else ["--logging_steps", str(logging_steps)]
+    main([*TINY, "--dataset_name", "bbc_news", "--max_train_samples", "16", "--max_eval_samples", "8",
+          "--per_device_train_batch_size", "4", "--max_steps", str(steps), *given, "--output_dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert out.count("{'loss': ") == points
+    assert f"Outputs in {(tmp_path / 'out').resolve()}:" in out and "model.safetensors" in out.split("Outputs in")[-1]
+
+
+def test_language_model_recipe_reads_yaml_plus_flags(tmp_path):
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump({"model_type": "gpt2", "tokenizer": "char", "block_size": 64,
+                                                      "train_file": "text.txt", "max_steps": 100}))
+    recipe = LanguageModelRecipe.from_argv([str(tmp_path / "lm.yaml"), "--max_steps", "5", "--output_dir", "x"])
+    assert recipe.training_args.max_steps == 5 and recipe.data_args.block_size == 64
