@@ -92,7 +92,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="64 training rows, 32 test rows, 3 epochs (a smoke test)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of head training in every recipe run")
-    parser.add_argument("--backbone-rows", type=int, default=512,
+    parser.add_argument("--backbone-rows", type=int, default=256,
                         help="training rows the backbone's forward pass is timed on (the first N)")
     parser.add_argument("--results-dir", type=Path, default=None)
     options = parser.parse_args()
