@@ -81,7 +81,9 @@ class HeadArguments:
                   "With --head_type, the learning rate defaults to the head's own (e.g. 1e-2 for gaam_layers)."},
     )
     cache_backbone_features: bool = field(
-        default=False, metadata={"help": "Run the frozen backbone once and train the head on cached features."}
+        default=False,
+        metadata={"help": "Run the frozen backbone once and train the head on cached features (held in memory as "
+                  f"tensors; batches of {CACHED_FEATURES_BATCH_SIZE} rows unless you set the batch sizes)."},
     )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the backbone's attention (0: no LoRA)."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling."})
@@ -201,9 +203,9 @@ class ClassifierRecipe(Recipe):
         for name in defaulted:
             setattr(self.training_args, name, CACHED_FEATURES_BATCH_SIZE)
         if defaulted:
-            print(f"Batch size {CACHED_FEATURES_BATCH_SIZE} ({', '.join('--' + name for name in defaulted)}): the "
-                  "default on cached backbone features, where a step is too small for a batch of 8 to keep Trainer "
-                  "busy with anything but its own bookkeeping (set them to change it).")
+            self.log(f"Batch size {CACHED_FEATURES_BATCH_SIZE} ({', '.join('--' + name for name in defaulted)}): "
+                     "the default on cached backbone features, where a batch of 8 leaves Trainer's per-step "
+                     "bookkeeping most of the work (set them to change it).")
 
     def overridable_fields(self) -> set[str]:
         if self.head_args.head_type is not None:
