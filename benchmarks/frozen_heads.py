@@ -11,6 +11,10 @@ For short texts (BBC headlines: the first line of each article) and whole BBC ar
   their own): its rows per second and test accuracy, the accuracy the default must keep.
 The head trains for the same number of epochs in both runs; caching itself (one backbone pass, which the second run of
 a text kind reuses) is not in the epochs.
+
+On a machine shared with other jobs, run it with OMP_NUM_THREADS=1: two torch threads competing for busy cores make
+the head's small steps wait on thread synchronisation (10x slower epochs were seen), which measures the load, not the
+head.
 """
 
 import argparse
