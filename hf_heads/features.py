@@ -79,6 +79,17 @@ class CachedFeatures(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         return {name: column[index] for name, column in self.columns.items()}
 
+    def __iter__(self):
+        return (self[index] for index in range(len(self)))
+
+    def select(self, indices) -> "CachedFeatures":
+        """The rows at `indices`, in that order (as `datasets.Dataset.select`)."""
+        indices = list(indices)
+        return CachedFeatures({
+            name: column[indices] if isinstance(column, torch.Tensor) else [column[index] for index in indices]
+            for name, column in self.columns.items()
+        })
+
 
 def cache_backbone_features(
     model: HeadedPreTrainedModel, dataset: Dataset, batch_size: int = 32, desc: str = "Caching backbone features"

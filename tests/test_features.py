@@ -202,6 +202,16 @@ def test_collator_stacks_cached_rows_and_leaves_text_out():
     assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [dataset["label"][i] for i in picked]
 
 
+def test_selected_cached_rows_batch_like_the_same_rows_of_the_whole():
+    dataset = token_dataset()
+    cached = cache_backbone_features(make(head_type="attention"), dataset)
+    picked = [9, 2, 5]
+    subset = cached.select(picked)
+    assert len(subset) == 3 and [row["text"] for row in subset] == [dataset["text"][i] for i in picked]
+    whole, part = CachedFeaturesCollator()([cached[i] for i in picked]), CachedFeaturesCollator()(list(subset))
+    assert part.keys() == whole.keys() and all(torch.equal(part[name], whole[name]) for name in whole)
+
+
 def test_caching_refuses_an_empty_dataset():
     with pytest.raises(ValueError, match="no rows"):
         cache_backbone_features(make(head_type="mean"), token_dataset().select([]))
