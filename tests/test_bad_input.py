@@ -2,6 +2,7 @@
 accepted, raised before any training starts. The last test keeps the table and these cases in step."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -172,11 +173,30 @@ CASES = [
      ValueError, r"`--validation_split_percentage` must be in \[0, 100\), got 150"),
     ("output-dir", "an --output_dir that holds a model",
      lambda t: (saved_tiny_classifier(t).rename(t / "out"), classifier_run(t)),
-     ValueError, r"already holds a model \(config.json, model.safetensors\); choose another folder, or pass "
-                 r"`--overwrite_output_dir`"),
+     ValueError, r"already holds a model or checkpoints \(config.json, model.safetensors\); choose another folder, "
+                 r"pass `--resume_from_checkpoint true` .* or `--overwrite_output_dir true`"),
+    ("output-dir-checkpoints", "an --output_dir a killed run left (checkpoints only)",
+     lambda t: ((t / "out" / "checkpoint-8").mkdir(parents=True), classifier_run(t)),
+     ValueError, r"already holds a model or checkpoints \(checkpoint-8\)"),
+    ("output-dir-unwritable", "an --output_dir that cannot be created",
+     lambda t: ((t / "file").write_text("x"), classifier_run(t, "--output_dir", str(t / "file" / "run"))),
+     PermissionError, r"`--output_dir` .*file/run cannot be written to \(Not a directory\)"),
+    ("output-dir-in-use", "an --output_dir a running process is writing to",
+     lambda t: ((t / "out").mkdir(), (t / "out" / "_hf_heads_run.lock").write_text(
+         json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": "now"})), classifier_run(t)),
+     RuntimeError, r"`--output_dir` .*out is in use by a running process \(pid \d+"),
     ("resume", "--resume_from_checkpoint true with no checkpoint",
      lambda t: classifier_run(t, "--resume_from_checkpoint", "true"),
      ValueError, r"`--resume_from_checkpoint`='true': `--output_dir` .* holds no complete checkpoint"),
+    ("resume-damaged", "--resume_from_checkpoint naming a damaged checkpoint",
+     lambda t: ((t / "out" / "checkpoint-8").mkdir(parents=True), (t / "out" / "checkpoint-8" / "trainer_state.json")
+                .write_text('{"global_st'), classifier_run(t, "--resume_from_checkpoint", str(t / "out" / "checkpoint-8"))),
+     ValueError, r"`--resume_from_checkpoint` .*checkpoint-8 is damaged: trainer_state.json does not parse"),
+    ("hub-strategy", "--push_to_hub with the default --hub_strategy",
+     lambda t: classifier_run(t, "--push_to_hub", "true", "--hub_model_id", "someone/model"),
+     ValueError, r"`--hub_strategy`='every_save' uploads the output folder while training.*--hub_strategy end"),
+    ("license", "--license 'Apache 2.0'", lambda t: classifier_run(t, "--license", "Apache 2.0"),
+     ValueError, r"`--license`='Apache 2.0' is not a Hub license identifier"),
     ("tokenizer", "--tokenizer words", lambda t: lm_run(t, "--model_type", "gpt2", "--tokenizer", "words"),
      ValueError, r"`--tokenizer`='words' is not supported; accepted: bpe, char"),
     ("early-stopping", "--early_stopping_patience without evaluations",

@@ -13,6 +13,8 @@ from hf_heads import (
     HeadedModelForTokenClassification,
     cache_backbone_features,
 )
+from hf_heads.features import CachedFeatures
+from hf_heads.training.classification import CACHED_FEATURES_BATCH_SIZE, ClassifierRecipe
 
 
 BACKBONES = {
@@ -170,3 +172,72 @@ def test_collator_keeps_multi_label_targets_as_float_vectors():
             {"backbone_pooled_states": np.ones(4, dtype=np.float32), "labels": np.array([0.0, 1.0, 0.0])}]
     batch = CachedFeaturesCollator()(rows)
     assert batch["labels"].dtype == torch.float64 and batch["labels"].tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_cached_rows_are_held_as_tensors():
+    """Features of one shape per row are one tensor; per-token ones a tensor per row at its own length."""
+    dataset = token_dataset()
+    layers = cache_backbone_features(make(head_type="gaam_layers", gaam_num_gaussians=3), dataset, batch_size=5)
+    assert isinstance(layers, CachedFeatures) and len(layers) == len(dataset)
+    column = layers.columns["backbone_layer_states"]
+    assert isinstance(column, torch.Tensor) and column.dtype == torch.float32 and column.shape == (len(dataset), 3, 32)
+    assert layers.columns["label"].tolist() == dataset["label"] and layers.columns["text"] == dataset["text"]
+
+    per_token = cache_backbone_features(make(head_type="attention"), dataset, batch_size=5)
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    assert [tuple(row.shape) for row in per_token.columns["backbone_hidden_states"]] == [(n, 32) for n in lengths]
+    assert [row.tolist() for row in per_token.columns["attention_mask"]] == [[1] * n for n in lengths]
+    row = per_token[3]
+    assert all(isinstance(row[name], torch.Tensor) for name in ("backbone_hidden_states", "attention_mask", "label"))
+
+
+def test_collator_stacks_cached_rows_and_leaves_text_out():
+    dataset = token_dataset()
+    cached = cache_backbone_features(make(head_type="gaam_layers", gaam_num_gaussians=3), dataset)
+    picked = [4, 0, 7]
+    batch = CachedFeaturesCollator()([cached[i] for i in picked])
+    assert set(batch) == {"backbone_layer_states", "labels"}
+    expected = torch.stack([cached.columns["backbone_layer_states"][i] for i in picked])
+    assert torch.equal(batch["backbone_layer_states"], expected)
+    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [dataset["label"][i] for i in picked]
+
+
+def test_selected_cached_rows_batch_like_the_same_rows_of_the_whole():
+    dataset = token_dataset()
+    cached = cache_backbone_features(make(head_type="attention"), dataset)
+    picked = [9, 2, 5]
+    subset = cached.select(picked)
+    assert len(subset) == 3 and [row["text"] for row in subset] == [dataset["text"][i] for i in picked]
+    whole, part = CachedFeaturesCollator()([cached[i] for i in picked]), CachedFeaturesCollator()(list(subset))
+    assert part.keys() == whole.keys() and all(torch.equal(part[name], whole[name]) for name in whole)
+
+
+def test_caching_refuses_an_empty_dataset():
+    with pytest.raises(ValueError, match="no rows"):
+        cache_backbone_features(make(head_type="mean"), token_dataset().select([]))
+
+
+def test_cached_columns_must_have_one_length():
+    with pytest.raises(ValueError, match=r"equal length.*'features': 2, 'labels': 3"):
+        CachedFeatures({"features": torch.zeros(2, 4), "labels": [0, 1, 2]})
+
+
+@pytest.mark.parametrize(
+    "flags, train_batch, eval_batch",
+    [
+        (["--cache_backbone_features", "true"], CACHED_FEATURES_BATCH_SIZE, CACHED_FEATURES_BATCH_SIZE),
+        (["--cache_backbone_features", "true", "--per_device_train_batch_size", "16"], 16, CACHED_FEATURES_BATCH_SIZE),
+        ([], 8, 8),  # the backbone runs every step: Trainer's default
+    ],
+)
+def test_recipe_batch_size_on_cached_features(tmp_path, capsys, flags, train_batch, eval_batch):
+    recipe = ClassifierRecipe.from_argv([
+        "--model_name_or_path", str(tmp_path / "backbone"), "--head_type", "gaam_layers", "--freeze_backbone", "true",
+        "--dataset_name", "bbc_news", "--output_dir", str(tmp_path / "out"), *flags,
+    ])
+    recipe.check_arguments()
+    args = recipe.training_args
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size) == (train_batch, eval_batch)
+    log = capsys.readouterr().out
+    assert ("cached backbone features" in log) == bool(flags)
+    assert ("--per_device_train_batch_size" in log) == (flags == ["--cache_backbone_features", "true"])

@@ -51,7 +51,12 @@ class ModelArguments:
         default=0, metadata={"help": "Stop after this many evaluations without improvement (0: off)."}
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an --output_dir that already holds a model."}
+        default=False,
+        metadata={"help": "Allow writing into an --output_dir that already holds a model or checkpoints (they are "
+                  "replaced); to continue a stopped run, use --resume_from_checkpoint true instead."},
+    )
+    license: str | None = field(
+        default=None, metadata={"help": "The model card's license: a Hub license id, e.g. apache-2.0, mit, cc-by-4.0."}
     )
 
 

@@ -34,13 +34,20 @@ from .data import (
 from .initialization import initialize_new_weights
 from .labels import PROBLEM_TYPES, encode_labels
 from .metrics import compute_metrics_for, load_metric, predictions_for
-from .outputs import save_model_and_results
-from .recipe import Recipe, card_hyperparameters, dataset_label
+from .recipe import Recipe
 from .splits import carve_validation, limit_rows
 from .tokenizer import fit_tokenizer_to_model, ready_for_training
 
 
 MODEL_CLASSES = {"gpt2": GPT2ForSequenceClassification, "gaam_gpt2": hf_heads.GaamGPT2ForSequenceClassification}
+
+# The batch size of a run on cached backbone features unless the user gives one. A step there is a few milliseconds
+# of head arithmetic, so at the usual batch of 8 `Trainer`'s own per-step work (optimizer, scheduler, callbacks)
+# takes most of an epoch; at 64 an epoch of a `gaam_layers` head processes about 200 times the rows per second of
+# the frozen backbone's forward pass at 64 tokens, 4-5 times as many as at 8, with the same test accuracy after the
+# same epochs (benchmarks/results/frozen_heads.md).
+CACHED_FEATURES_BATCH_SIZE = 64
+
 
 @dataclass
 class ClassifierModelArguments(ModelArguments):
@@ -65,7 +72,9 @@ class HeadArguments:
                   "With --head_type, the learning rate defaults to the head's own (e.g. 1e-2 for gaam_layers)."},
     )
     cache_backbone_features: bool = field(
-        default=False, metadata={"help": "Run the frozen backbone once and train the head on cached features."}
+        default=False,
+        metadata={"help": "Run the frozen backbone once and train the head on cached features (held in memory as "
+                  f"tensors; batches of {CACHED_FEATURES_BATCH_SIZE} rows unless you set the batch sizes)."},
     )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the backbone's attention (0: no LoRA)."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling."})
@@ -197,6 +206,19 @@ class ClassifierRecipe(Recipe):
             self.training_args.learning_rate = HEADS[head.head_type].default_learning_rate
             print(f"Learning rate {self.training_args.learning_rate:g}: the {head.head_type!r} head's default on a "
                   "frozen backbone (set --learning_rate to change it).")
+        if head.cache_backbone_features:
+            self.default_cached_batch_sizes()
+
+    def default_cached_batch_sizes(self) -> None:
+        """Batches of `CACHED_FEATURES_BATCH_SIZE` rows, training and evaluation, where the user gave no size."""
+        defaulted = [name for name in ("per_device_train_batch_size", "per_device_eval_batch_size")
+                     if name not in self.explicit]
+        for name in defaulted:
+            setattr(self.training_args, name, CACHED_FEATURES_BATCH_SIZE)
+        if defaulted:
+            self.log(f"Batch size {CACHED_FEATURES_BATCH_SIZE} ({', '.join('--' + name for name in defaulted)}): "
+                     "the default on cached backbone features, where a batch of 8 leaves Trainer's per-step "
+                     "bookkeeping most of the work (set them to change it).")
 
     def overridable_fields(self) -> set[str]:
         if self.head_args.head_type is not None:
@@ -343,22 +365,27 @@ class ClassifierRecipe(Recipe):
             metrics.update(trainer.evaluate(metric_key_prefix="eval"))
         if "test" in self.datasets:
             self.predictions = trainer.predict(self.datasets["test"], metric_key_prefix="test")
+            self.predictions_split = "test"
             metrics.update(self.predictions.metrics)
         elif "validation" in self.datasets:
             self.predictions = trainer.predict(self.datasets["validation"], metric_key_prefix="eval")
+            self.predictions_split = "validation"
         return metrics
 
     def save(self, trainer, metrics: dict) -> None:
-        model = trainer.model.merge_and_unload() if self.head_args.lora_r else None  # a plain folder loads anywhere
-        save_model_and_results(trainer, self.tokenizer, metrics, model=model)
+        if self.head_args.lora_r:
+            # A plain folder loads anywhere; the trainer holds the merged model from now on, so that `push_to_hub`
+            # (which saves the trainer's model again) uploads it rather than the adapter.
+            trainer.model = trainer.model_wrapped = trainer.model.merge_and_unload()
+        super().save(trainer, metrics)
 
     def save_extras(self, trainer, metrics: dict) -> None:
-        from hf_heads.hub import plot_confusion_matrix, write_model_card
+        from hf_heads.hub import plot_confusion_matrix
 
         output_dir = Path(self.training_args.output_dir)
-        model = trainer.model.get_base_model() if self.head_args.lora_r else trainer.model
+        model = trainer.model  # merged into its base when LoRA trained (`save`)
         held_out = self.datasets.get("validation", self.datasets.get("test", self.datasets["train"]))
-        images = self.common_plots(trainer, model, held_out)
+        self.common_plots(trainer, model, held_out)
         if self.labels.is_single_label and self.predictions is not None:
             logits = self.predictions.predictions
             matrix = load_metric("single_label").compute(
@@ -366,23 +393,17 @@ class ClassifierRecipe(Recipe):
                                             logits[0] if isinstance(logits, tuple) else logits),
                 references=self.predictions.label_ids, confusion_matrix_labels=len(self.labels.names),
             )["confusion_matrix"]
-            plot_confusion_matrix(matrix, self.labels.names, output_dir / "confusion_matrix.png")
-            images["Confusion matrix"] = "confusion_matrix.png"
-        reported = {"single_label_classification": {"accuracy": "test_accuracy", "f1": "test_macro_f1"},
-                    "multi_label_classification": {"micro_f1": "test_micro_f1", "macro_f1": "test_macro_f1"},
-                    "regression": {"mse": "test_mse", "mae": "test_mae", "pearson_r": "test_pearson_r"}}
-        write_model_card(
-            output_dir,
-            model_name=output_dir.name,
-            pipeline_tag="text-classification",
-            model_type=model.config.model_type,
-            dataset_name=dataset_label(self.data_args),
-            metrics={name: metrics[key] for name, key in reported[self.labels.problem_type].items() if key in metrics},
-            hyperparameters=card_hyperparameters(self.training_args, *self.arguments),
-            base_model=self.model_args.model_name_or_path,
-            images=images,
-            description=" ".join(self.split_notes),
-        )
+            plot_confusion_matrix(matrix, self.labels.names, output_dir / "confusion_matrix.png",
+                                  title=f"{output_dir.name}: confusion matrix ({self.predictions_split})")
+        # The card (written next by `Trainer`'s card hook) reports test metrics under "test"; the validation
+        # split's come from the trainer's last evaluation.
+        self.card.results["test"] = {name: metrics[f"test_{name}"] for name in CARD_METRICS if f"test_{name}" in metrics}
+        if not self.card.results["test"]:
+            del self.card.results["test"]
+
+
+# What the card reports of a split's metrics, by problem type: the figures a reader compares models on.
+CARD_METRICS = ("accuracy", "macro_f1", "micro_f1", "mse", "mae", "pearson_r", "loss")
 
 
 def freeze_all_but_head_and_gaam(model) -> None:

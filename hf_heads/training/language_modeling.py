@@ -21,7 +21,7 @@ from hf_heads.tokenization import TEXT8_ALPHABET, CharTokenizer, train_bpe_token
 from .arguments import DataArguments, ModelArguments, RecipeTrainingArguments, usage_text
 from .initialization import initialize_new_weights
 from .lm_data import hold_out_tail, load_text_corpus, normalize_to_alphabet, pack_into_blocks
-from .recipe import Recipe, card_hyperparameters, dataset_label
+from .recipe import Recipe
 from .tokenizer import fit_tokenizer_to_model
 
 
@@ -176,26 +176,13 @@ class LanguageModelRecipe(Recipe):
                 "test_samples": 0}
 
     def save_extras(self, trainer, metrics: dict) -> None:
-        from hf_heads.hub import write_model_card
-
-        output_dir = Path(self.training_args.output_dir)
         model = trainer.model
-        images = self.common_plots(trainer, model, self.datasets["validation"])
-        reported = {"loss": metrics["eval_loss"], "perplexity": metrics["eval_perplexity"]}
-        if "eval_bits_per_character" in metrics:
-            reported["bits_per_character"] = metrics["eval_bits_per_character"]
-        write_model_card(
-            output_dir,
-            model_name=output_dir.name,
-            pipeline_tag="text-generation",
-            model_type=model.config.model_type,
-            dataset_name=dataset_label(self.data_args),
-            metrics=reported,
-            hyperparameters=card_hyperparameters(self.training_args, *self.arguments),
-            base_model=self.model_args.model_name_or_path,
-            images=images,
-            description=" ".join(self.split_notes),
-        )
+        self.common_plots(trainer, model, self.datasets["validation"])
+        # Held-out text is the validation split (an LM run has no test split): the card says so.
+        self.card.results["validation"] = {
+            name: metrics[f"eval_{name}"] for name in ("loss", "perplexity", "bits_per_character")
+            if f"eval_{name}" in metrics
+        }
         for sample in self.sample_generations(model):
             print(f"\n{sample}")
 

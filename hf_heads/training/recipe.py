@@ -7,6 +7,7 @@ same steps over trials. Everything that can fail is checked before the first tra
 before anything optional (plots, card).
 """
 
+import contextlib
 import importlib.util
 import math
 from dataclasses import asdict
@@ -16,7 +17,12 @@ from transformers import AutoConfig, EarlyStoppingCallback, set_seed
 
 from .arguments import MODEL_TYPES, RecipeArgumentParser, check_overrides, parse_overrides
 from .initialization import WEIGHT_INIT_SCHEMES
-from .outputs import print_output_folder, refuse_existing_model, resolve_resume_checkpoint, save_model_and_results
+from ..hub import check_hub_strategy, use_model_card
+from ..hub.model_card import check_license
+from .checkpoints import SmallCheckpointsCallback
+from .distributed import declare_loss_scaling, join_cpu_processes
+from .output_dir import RunLock, check_output_dir, check_room, checkpoint_bytes, resolve_resume_checkpoint
+from .outputs import print_output_folder, save_model_and_results
 
 
 LOGGED_POINTS = 20  # training-loss points a run logs when `--logging_steps` is left to the recipe
@@ -37,6 +43,8 @@ class Recipe:
 
     @classmethod
     def argument_parser(cls) -> RecipeArgumentParser:
+        # Before `TrainingArguments` exist: a multi-process launch on a CPU-only machine must select the CPU now.
+        join_cpu_processes()
         return RecipeArgumentParser(cls.argument_classes, prog=cls.prog, usage_text=cls.usage)
 
     @classmethod
@@ -98,12 +106,20 @@ class Recipe:
                 f"load_best_model_at_end={training_args.load_best_model_at_end})."
             )
         check_overrides(self.overrides(), self.overridable_fields(), self.fields_set_by_recipe())
+        check_hub_strategy(training_args)
+        check_license(model_args.license)
         training_args.resume_from_checkpoint = resolve_resume_checkpoint(
-            training_args.resume_from_checkpoint, training_args.output_dir
+            training_args.resume_from_checkpoint, training_args.output_dir, log=self.log
         )
-        refuse_existing_model(
-            training_args.output_dir, model_args.overwrite_output_dir, training_args.resume_from_checkpoint is not None
+        check_output_dir(
+            training_args.output_dir, overwrite=model_args.overwrite_output_dir,
+            resuming=training_args.resume_from_checkpoint is not None,
         )
+
+    def log(self, message: str) -> None:
+        """Printed once, by the process that writes the outputs."""
+        if self.training_args.should_save:
+            print(message)
 
     def overrides(self) -> dict:
         return parse_overrides(self.model_args.config_overrides)
@@ -136,38 +152,82 @@ class Recipe:
         raise NotImplementedError
 
     def callbacks(self) -> list:
+        # Checkpoints of a run with a frozen backbone (or LoRA) hold what trains, not copies of the frozen weights.
+        callbacks = [SmallCheckpointsCallback()]
         if self.model_args.early_stopping_patience:
             threshold = getattr(self.model_args, "early_stopping_threshold", 0.0)
-            return [EarlyStoppingCallback(self.model_args.early_stopping_patience, threshold)]
-        return []
+            callbacks.append(EarlyStoppingCallback(self.model_args.early_stopping_patience, threshold))
+        return callbacks
 
     def new_trainer(self, model=None, model_init=None):
+        """`Trainer`, told how the model scales its loss, writing this package's card through its card hook."""
         from transformers import Trainer
 
-        return Trainer(
+        if model is not None:
+            declare_loss_scaling(model)
+        if model_init is not None:
+            model_init = _declaring_loss_scaling(model_init)
+        trainer = Trainer(
             model=model, model_init=model_init, args=self.training_args, train_dataset=self.datasets["train"],
             eval_dataset=self.datasets.get("validation"), data_collator=self.data_collator(),
             processing_class=self.tokenizer, compute_metrics=self.compute_metrics(), callbacks=self.callbacks(),
         )
+        self.card = use_model_card(
+            trainer, dataset_name=dataset_label(self.data_args), license=self.model_args.license,
+            base_model=self.model_args.model_name_or_path,
+            hyperparameters=card_hyperparameters(self.training_args, *self.arguments),
+        )
+        return trainer
+
+    def planned_steps(self) -> int:
+        """Optimizer steps the run will take."""
+        args = self.training_args
+        if args.max_steps > 0:
+            return args.max_steps
+        batches = math.ceil(len(self.datasets["train"]) / (args.per_device_train_batch_size * args.world_size))
+        return math.ceil(max(1, batches // args.gradient_accumulation_steps) * args.num_train_epochs)
 
     def derive_logging_steps(self) -> None:
         """Unless given, log the training loss `LOGGED_POINTS` times in the run (every step in a shorter one)."""
         if "logging_steps" in self.explicit:
             return
+        self.training_args.logging_steps = max(1, self.planned_steps() // LOGGED_POINTS)
+
+    def check_room(self, model) -> None:
+        """The output folder's disk holds the checkpoints the run keeps and the final model; checked before training."""
         args = self.training_args
-        if args.max_steps > 0:
-            steps = args.max_steps
+        if args.save_strategy == "no":
+            saves = 0
+        elif args.save_strategy == "epoch":
+            saves = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 1
         else:
-            batches = math.ceil(len(self.datasets["train"]) / (args.per_device_train_batch_size * args.world_size))
-            steps = math.ceil(max(1, batches // args.gradient_accumulation_steps) * args.num_train_epochs)
-        args.logging_steps = max(1, steps // LOGGED_POINTS)
+            saves = max(1, self.planned_steps() // max(1, int(args.save_steps)))
+        kept = min(saves, args.save_total_limit + int(args.load_best_model_at_end)) if args.save_total_limit else saves
+        trained_only = any(not parameter.requires_grad for parameter in model.parameters())
+        full_copy = checkpoint_bytes(model, optimizer_states_per_parameter=0)
+        per_checkpoint = checkpoint_bytes(model) - (full_copy - _trainable_bytes(model) if trained_only else 0)
+        # The final model, the kept checkpoints, and one full copy while a small checkpoint is being written.
+        check_room(args.output_dir, 2 * full_copy + kept * per_checkpoint, f"the final model and {kept} checkpoint(s)")
+
+    def run_lock(self):
+        """The folder's lock, held by the process that writes the outputs; other processes hold nothing."""
+        return RunLock(self.training_args.output_dir, log=print) if self.training_args.should_save else (
+            contextlib.nullcontext())
 
     def run(self) -> dict:
         self.check_arguments()
+        with self.run_lock():
+            metrics = self._run()
+        if self.training_args.should_save:
+            print_output_folder(self.training_args.output_dir)
+        return metrics
+
+    def _run(self) -> dict:
         set_seed(self.training_args.seed)
         self.prepare()
         self.derive_logging_steps()
         model = self.trainable(self.first_model)
+        self.check_room(model)
         print(trainable_parameters_line(model, self.training_args))
         trainer = self.new_trainer(model=model)
         train_result = trainer.train(resume_from_checkpoint=self.training_args.resume_from_checkpoint)
@@ -175,16 +235,24 @@ class Recipe:
                    for key, value in train_result.metrics.items()}
         metrics.update(self.samples())
         metrics.update(self.evaluate(trainer))
-        self.save(trainer, metrics)
+        self.save(trainer, metrics)  # every process: `Trainer.save_model` gathers sharded (FSDP, ZeRO-3) weights
         if trainer.is_world_process_zero():
             try:
                 self.save_extras(trainer, metrics)
+                self.card.splits.update(self.card_splits())
+                self.card.data_notes = " ".join(self.split_notes)
+                trainer.create_model_card()  # the card hook: loss curves, card, no pickled arguments
             except Exception:
                 print(f"The model and all_results.json are saved in {self.training_args.output_dir}; writing the "
                       "plots and the model card failed:")
                 raise
-            print_output_folder(self.training_args.output_dir)
+        if self.training_args.push_to_hub:
+            trainer.push_to_hub(commit_message="End of training")  # every process; the main one uploads
         return metrics
+
+    def card_splits(self) -> dict[str, str]:
+        """What each split is, for the card: its rows (the split notes say how they were made)."""
+        return {name: f"{len(split):,} rows" for name, split in self.datasets.items()}
 
     def trainable(self, model):
         """The model as `Trainer` trains it (a subclass may wrap it, e.g. in LoRA)."""
@@ -206,20 +274,29 @@ class Recipe:
         """Plots and the model card, written after the model is safe."""
         raise NotImplementedError
 
-    def common_plots(self, trainer, model, dataset) -> dict[str, str]:
-        """Loss curves and, for a model with GAAM layers, the Importance Factor heatmap on a sample of `dataset`;
-        returns {title: file} for the card."""
+    def common_plots(self, trainer, model, dataset) -> None:
+        """The Importance Factor heatmap of a model with GAAM layers, on a sample of `dataset`, along the axis its GAAM
+        normalises. (Loss curves are drawn with the card, by `Trainer`'s card hook.)"""
         import hf_heads
-        from hf_heads.hub import plot_loss_curves
+        from hf_heads.hub import normalised_axis_name, plot_importance_heatmap
 
-        output_dir = Path(self.training_args.output_dir)
-        images = {"Loss curves": "loss_curves.png"}
-        plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png")
         if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
             factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(dataset)))
-            hf_heads.plot_importance(factors, output_dir / "gaam_importance.png")
-            images["GAAM Importance Factor"] = "gaam_importance.png"
-        return images
+            plot_importance_heatmap(factors, Path(self.training_args.output_dir) / "gaam_importance.png",
+                                    axis_name=normalised_axis_name(model))
+
+
+def _declaring_loss_scaling(model_init):
+    def init(*args):
+        model = model_init(*args)
+        declare_loss_scaling(model)
+        return model
+
+    return init
+
+
+def _trainable_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
 def trainable_parameters_line(model, training_args) -> str:

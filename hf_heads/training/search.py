@@ -37,6 +37,7 @@ from pathlib import Path
 import yaml
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
+from ..hub import plot_search_trials
 from .arguments import unknown_names_message
 from .classification import ClassifierRecipe
 from .language_modeling import LanguageModelRecipe
@@ -227,14 +228,14 @@ def main(argv=None):
         storage=storage, study_name="search", load_if_exists=False,
     )
     study = optuna.load_study(study_name="search", storage=storage)
-    rows = write_results(study, settings.space, metric, output_dir)
+    rows = write_results(study, settings.space, metric, output_dir, direction)
     keep_best_model(output_dir, best.run_id, recipe.tokenizer)
     print(f"best trial {best.run_id}: {metric} = {best.objective:.4f} with {best.hyperparameters}")
     print_output_folder(output_dir)
     return rows
 
 
-def write_results(study, space: dict, metric: str, output_dir: Path) -> list[dict]:
+def write_results(study, space: dict, metric: str, output_dir: Path, direction: str) -> list[dict]:
     rows = []
     for trial in study.trials:
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else None
@@ -251,7 +252,9 @@ def write_results(study, space: dict, metric: str, output_dir: Path) -> list[dic
     lines += ["| " + " | ".join("" if row[c] is None else f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
                                 for c in columns) + " |" for row in rows]
     (output_dir / "search_results.md").write_text("\n".join(lines) + "\n")
-    plot_trials(rows, metric, output_dir / "search_results.png")
+    parameters = [name for key in space for name in parameter_names(key)]
+    plot_search_trials(rows, metric, parameters, output_dir / "search_results.png",
+                       greater_is_better=direction == "maximize")
     print("\n".join(lines))
     return rows
 
@@ -265,21 +268,6 @@ def trial_values(params: dict, space: dict) -> dict:
         else:
             values.update(zip(names, json.loads(params[key]) if key in params else [None] * len(names)))
     return values
-
-
-def plot_trials(rows: list[dict], metric: str, path: Path) -> None:
-    from hf_heads.hub.plots import _pyplot
-
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    done = [row for row in rows if row[metric] is not None]
-    axes.bar([str(row["trial"]) for row in done], [row[metric] for row in done],
-             color=["tab:blue" if row["state"] == "complete" else "tab:gray" for row in done])
-    axes.set_xlabel("trial (grey: pruned)")
-    axes.set_ylabel(metric)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
 def keep_best_model(output_dir: Path, run_id: str, tokenizer) -> None:
