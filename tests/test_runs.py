@@ -28,10 +28,11 @@ from hf_heads.training.output_dir import (
 
 # --- what a folder may hold ------------------------------------------------------------------------------------------
 
-def test_an_empty_or_missing_folder_is_accepted_and_created(tmp_path):
+def test_an_empty_or_missing_folder_is_accepted_and_left_as_it_was(tmp_path):
     check_output_dir(tmp_path / "new" / "run", overwrite=False, resuming=False)
-    assert (tmp_path / "new" / "run").is_dir()
-    assert list((tmp_path / "new" / "run").iterdir()) == []  # the write test leaves nothing
+    assert list(tmp_path.iterdir()) == []  # the write test leaves nothing, not even the folder
+    check_output_dir(tmp_path, overwrite=False, resuming=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("held", ["model.safetensors", "config.json", "adapter_config.json", "checkpoint-40"])
@@ -78,6 +79,9 @@ def test_room_for_the_checkpoints_is_checked(tmp_path):
 # --- one live run per folder ----------------------------------------------------------------------------------------
 
 def test_a_second_live_run_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path):
+    with RunLock(tmp_path / "new") as lock:
+        assert lock.path.is_file()
+    assert not (tmp_path / "new").exists()  # a folder the run created and left empty is removed with the lock
     with RunLock(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
         with pytest.raises(RuntimeError, match=f"{tmp_path} is in use by a running process \\(pid {os.getpid()}"):
@@ -327,3 +331,16 @@ def test_the_readmes_accelerate_command_as_printed_trains_two_processes_together
     assert ddp["train_steps_per_second"] > 0 and ddp["train_samples"] == single["train_samples"]
     assert ddp["train_loss"] == pytest.approx(single["train_loss"], abs=0.1)
     assert ddp["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.06)
+
+
+def test_a_disk_without_room_for_the_run_stops_it_before_training(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from hf_heads.training import classification, output_dir
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(output_dir.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**5, 10**5))
+    flags = RECIPE[2:] + ["--output_dir", str(tmp_path / "run")]
+    with pytest.raises(OSError, match=r"has 0 MiB free; the final model and 9 checkpoint\(s\) need about"):
+        classification.main(flags)
+    assert not (tmp_path / "run").exists()  # the run created the folder; failing before training, it removes it
