@@ -268,7 +268,8 @@ def test_a_killed_run_is_refused_then_resumed_past_its_damaged_checkpoint(tmp_pa
     output_dir = tmp_path / "run"
     run = start(output_dir)
     wait_for(output_dir / "checkpoint-16" / "trainer_state.json", run)
-    # A second run into the live run's folder is refused before it does anything.
+    run.send_signal(signal.SIGSTOP)  # alive, but holding still while a second run tries the folder
+    # A second run into the live run's folder is refused before it does anything, even when told to overwrite.
     second = subprocess.run([*RECIPE, "--output_dir", str(output_dir), "--overwrite_output_dir", "true"], env=ENV,
                             capture_output=True, text=True, timeout=600)
     assert second.returncode != 0 and f"pid {run.pid}" in second.stderr and "is in use by a running process" in second.stderr
@@ -314,7 +315,8 @@ def test_the_readmes_accelerate_command_as_printed_trains_two_processes_together
     command = readme_accelerate_command()
     assert "cpu_2proc.yaml" in command and "--use_cpu" not in command
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")  # the README's relative paths, from a user's folder
-    env = {**ENV, "OMP_NUM_THREADS": "1"}
+    # As in a user's shell after `pip install hf-heads`: the environment's `accelerate` is on PATH.
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     two = subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "Process 1 of 2:" in two.stdout and "Process 2 of 2:" in two.stdout
