@@ -265,6 +265,10 @@ CASES = [
      lambda t: jsonl_run(t, [{"text": "a", "label": ["x"]}, {"text": "b", "label": 3}],
                          "--problem_type", "multi_label_classification"),
      ValueError, r"holds 3 at row 1 .*multi-label classification needs a list of labels per row"),
+    ("test-split", "--test_split naming a split the data does not have",
+     lambda t: classifier_run(t, "--test_split", "dev"),
+     ValueError, r"`--test_split`='dev' is not a labelled split of the data other than train; its splits are "
+                 r"\['train', 'test'\]"),
     ("regression-value", "a word in a regression column",
      lambda t: csv_run(t, ["a,0.5", "b,high"], "--problem_type", "regression"),
      ValueError, r"holds 'high' \(str\) at row 1 .*regression needs a finite number in every row"),

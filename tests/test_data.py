@@ -185,3 +185,24 @@ def test_bbc_news_has_its_fixed_test_split(tmp_path):
                     str(tmp_path / "out"), "--max_steps", "1"])
     assert metrics["test_samples"] == 445 and metrics["eval_samples"] == 0
     assert "stratified 80/20 split" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_spreadsheet_exports_tsv_and_byte_order_mark(tmp_path):
+    """Excel writes UTF-8 with a byte-order mark; a .tsv is a CSV with tabs."""
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "one,a\ntwo,b\n" * 10, encoding="utf-8-sig")
+    main([*TINY, "--train_file", str(train), "--output_dir", str(tmp_path / "csv"), "--max_steps", "1"])
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + "one, two\ta\nthree\tb\n" * 10)
+    main([*TINY, "--train_file", str(tmp_path / "train.tsv"), "--output_dir", str(tmp_path / "tsv"), "--max_steps", "1"])
+    assert json.loads((tmp_path / "tsv" / "config.json").read_text())["id2label"] == {"0": "a", "1": "b"}
+
+
+def test_a_source_split_serves_as_test_and_train_rows_are_limited_before_carving(tmp_path, capsys):
+    """GLUE-style data: the source's validation split becomes the test split (`--test_split`), the first N training
+    rows are taken, then 10% of those are held out for model selection."""
+    metrics = main([*TINY, "--dataset_name", "bbc_news", "--test_split", "test", "--max_train_samples", "100",
+                    "--eval_strategy", "epoch", "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
+    assert (metrics["train_samples"], metrics["eval_samples"], metrics["test_samples"]) == (90, 10, 445)
+    with pytest.raises(ValueError, match=r"`--test_split`='dev' is not a labelled split of the data other than train; "
+                                         r"its splits are \['train', 'test'\]"):
+        main([*TINY, "--dataset_name", "bbc_news", "--test_split", "dev", "--output_dir", str(tmp_path / "out2")])

@@ -66,7 +66,7 @@ class DataArguments:
         default=None, metadata={"help": "A Hub dataset, or the embedded bbc_news (offline)."}
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "csv / json / jsonl / parquet / txt training data."})
+    train_file: str | None = field(default=None, metadata={"help": "csv / tsv / json / jsonl / parquet / txt training data."})
     validation_file: str | None = field(default=None, metadata={"help": "Validation data, same format."})
     text_column: str = field(default="text", metadata={"help": "The column holding the text."})
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of csv / json / txt files."})

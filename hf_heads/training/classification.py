@@ -6,6 +6,7 @@ Single-label, multi-label and regression, from the embedded BBC News corpus, a H
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets import DatasetDict
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -105,7 +106,14 @@ class ClassifierDataArguments(DataArguments):
         default=128, metadata={"help": "Texts are truncated to this many tokens (not padded); the saved tokenizer "
                                "keeps it as model_max_length."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows."})
+    test_split: str | None = field(
+        default=None,
+        metadata={"help": "A split of a Hub dataset to use as the test split, e.g. validation for GLUE-style datasets "
+                  "whose test labels are hidden (a validation split is then held out from train when needed)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use the first N training rows (before any validation split is held out)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation and test rows."})
 
 
@@ -228,15 +236,22 @@ class ClassifierRecipe(Recipe):
         splits = select_columns(splits, [data.text_column, data.label_column], files,
                                 {data.text_column: "text_column", data.label_column: "label_column"})
         splits = drop_unlabeled_splits(splits, data.label_column)
+        if data.test_split is not None:
+            if data.test_split not in splits or data.test_split == "train":
+                raise ValueError(f"`--test_split`={data.test_split!r} is not a labelled split of the data other than "
+                                 f"train; its splits are {list(splits)}.")
+            splits = DatasetDict({**{k: v for k, v in splits.items() if k != data.test_split},
+                                  "test": splits[data.test_split]})
+            self.split_notes.append(f"The source's {data.test_split!r} split is the test split.")
         splits = check_texts(splits, data.text_column, files)
         splits, self.labels = encode_labels(splits, data.label_column, data.problem_type, data.label_delimiter)
+        splits = limit_rows(splits, {"train": data.max_train_samples})
         reason = self.validation_reason(has_test="test" in splits)
         if reason and "validation" not in splits:
             splits, note = carve_validation(splits, data.validation_split_percentage, self.training_args.seed, reason,
                                             data.label_column)
             self.split_notes.append(note)
-        return limit_rows(splits, {"train": data.max_train_samples, "validation": data.max_eval_samples,
-                                   "test": data.max_eval_samples})
+        return limit_rows(splits, {"validation": data.max_eval_samples, "test": data.max_eval_samples})
 
     def build_tokenizer(self, train_texts):
         model_args = self.model_args

@@ -58,7 +58,7 @@ def bbc_news_splits() -> DatasetDict:
 
 
 EMBEDDED_DATASETS = {"bbc_news": bbc_news_splits}
-LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
 def check_data_file(flag: str, path: str, encoding: str) -> str:
@@ -111,7 +111,13 @@ def load_local_file(flag: str, path: str, encoding: str) -> Dataset:
     from datasets import load_dataset
 
     kind = check_data_file(flag, path, encoding)
-    options = {"encoding": encoding} if kind in ("csv", "text") else {}
+    # Spreadsheet programs start UTF-8 files with a byte-order mark, which would otherwise become part of the first
+    # column's name ('\ufefftext').
+    options = {"encoding": "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding}
+    if kind == "csv" and Path(path).suffix.lower() == ".tsv":
+        options["delimiter"] = "\t"
+    if kind == "parquet":
+        options = {}
     try:
         split = load_dataset(kind, data_files={"train": path}, **options)["train"]
     except ValueError as error:

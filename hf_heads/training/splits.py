@@ -4,25 +4,10 @@ the best model, "test" gives the final figures and selects nothing. A validation
 rows only when the run needs one and the data has none, and the run says so.
 """
 
-import logging
 import math
 from collections import Counter
 
 from datasets import ClassLabel, DatasetDict
-
-
-logger = logging.getLogger(__name__)
-
-
-def needs_validation(training_args, early_stopping_patience: int = 0, has_test: bool = True) -> bool:
-    """Evaluation during training, best-model selection or early stopping need a validation split; a run whose data
-    has no test split needs one too, or it would end without a held-out figure."""
-    return (
-        training_args.eval_strategy != "no"
-        or training_args.load_best_model_at_end
-        or early_stopping_patience > 0
-        or not has_test
-    )
 
 
 def carve_validation(
@@ -50,7 +35,6 @@ def carve_validation(
         f"({percentage:g}%, {'stratified by class' if stratify else 'at random'}, seed {seed}) are held out as the "
         f"validation split; {len(held_out['train'])} rows train."
     )
-    logger.warning(message)
     print(message)
     return carved, message
 
