@@ -143,6 +143,19 @@ def test_two_cpu_processes_train_together_and_report_what_one_process_does(model
         same_run(report, one)
 
 
+@pytest.mark.slow
+def test_two_cpu_processes_train_to_the_weights_one_process_reaches(tmp_path):
+    """At a real learning rate (no dropout, the same sample order): the same steps, the same weights, to float noise."""
+    one = accelerate_probe.run("gaam_classifier", batch=8, accumulate=1, output_dir=str(tmp_path / "one"),
+                               learning_rate=1e-2)
+    [two, _] = launch("cpu_2proc.yaml", tmp_path / "two", "--model", "gaam_classifier", "--batch", "4",
+                      "--learning_rate", "1e-2")
+    assert two["step_losses"] == pytest.approx(one["step_losses"], rel=1e-5)
+    largest = max(abs(a - b) for name in one["final_weights"]
+                  for a, b in zip(one["final_weights"][name], two["final_weights"][name]))
+    assert largest < 1e-6
+
+
 # --- the shipped launch configs ---------------------------------------------------------------------------------------
 
 def load_config(name: str) -> dict:
