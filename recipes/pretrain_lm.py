@@ -1,4 +1,6 @@
-"""Pretrain a causal language model: `python recipes/pretrain_lm.py --help` (the logic: `hf_heads.training.language_modeling`)."""
+"""Pretrain a causal language model: `python recipes/pretrain_lm.py --help`.
+
+The logic lives in `hf_heads.training.language_modeling`."""
 
 from hf_heads.training.language_modeling import main
 

@@ -1,4 +1,6 @@
-"""Fine-tune a text classifier: `python recipes/train_classifier.py --help` (the logic: `hf_heads.training.classification`)."""
+"""Fine-tune a text classifier: `python recipes/train_classifier.py --help`.
+
+The logic lives in `hf_heads.training.classification`."""
 
 from hf_heads.training.classification import main
 

@@ -87,7 +87,8 @@ def test_rerunning_a_yaml_into_its_folder_needs_only_a_flag(tmp_path):
         (["--config_overrides", "vocab_size=100"], r"cannot set vocab_size.*comes from the tokenizer"),
         (["--problem_type", "multi_label"], r"`--problem_type`='multi_label' is not supported; accepted: "
                                             r"single_label_classification, multi_label_classification, regression"),
-        (["--label_delimiter", "|"], r"`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label"),
+        (["--label_delimiter", "|"],
+         r"`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label"),
         (["--text_column", "label"], r"`--text_column` and `--label_column` are both 'label'"),
         (["--max_train_samples", "0"], r"`--max_train_samples` must be a positive number of rows .*got 0"),
         (["--max_eval_samples", "0"], r"`--max_eval_samples` must be a positive number of rows .*got 0"),
@@ -107,7 +108,8 @@ def test_argument_mistakes_are_named_before_any_data_is_read(tmp_path, arguments
 
 def test_unknown_yaml_key_names_the_closest(tmp_path):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model_type": "gpt2", "num_train_epoch": 1}))
-    with pytest.raises(ValueError, match=r"Unknown key in .*run.yaml: num_train_epoch \(did you mean num_train_epochs\?\)"):
+    message = r"Unknown key in .*run.yaml: num_train_epoch \(did you mean num_train_epochs\?\)"
+    with pytest.raises(ValueError, match=message):
         main([str(tmp_path / "run.yaml")])
 
 
@@ -134,7 +136,8 @@ def test_a_frozen_head_trains_with_its_own_learning_rate_unless_given(tmp_path):
 def test_every_run_logs_its_training_loss_and_says_where_it_went(tmp_path, capsys, steps, logging_steps, points):
     given = [] if logging_steps is None else ["--logging_steps", str(logging_steps)]
     main([*TINY, "--dataset_name", "bbc_news", "--max_train_samples", "16", "--max_eval_samples", "8",
-          "--per_device_train_batch_size", "4", "--max_steps", str(steps), *given, "--output_dir", str(tmp_path / "out")])
+          "--per_device_train_batch_size", "4", "--max_steps", str(steps), *given,
+          "--output_dir", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert out.count("{'loss': ") == points
     assert f"Outputs in {(tmp_path / 'out').resolve()}:" in out and "model.safetensors" in out.split("Outputs in")[-1]

@@ -18,7 +18,8 @@ def recipe_for(path: Path, output_dir: Path):
     config = yaml.safe_load(path.read_text())
     if "recipe" in config:
         settings = search.read_settings(str(path))
-        return search.RECIPES[settings.recipe].from_dict({**settings.arguments, "output_dir": str(output_dir)}, str(path))
+        arguments = {**settings.arguments, "output_dir": str(output_dir)}
+        return search.RECIPES[settings.recipe].from_dict(arguments, str(path))
     recipe_class = LanguageModelRecipe if "block_size" in config or "tokenizer" in config else ClassifierRecipe
     # The file as a user runs it, with one overriding flag.
     return recipe_class.from_argv([str(path), "--output_dir", str(output_dir)])

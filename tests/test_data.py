@@ -81,7 +81,8 @@ def test_empty_whitespace_and_missing_texts_train_and_predict(tmp_path, model_ty
     rows = ['"",a', '"   ",b', ",a", "good text,b"] * 6
     train = write_rows(tmp_path / "train.csv", "text,label", rows)
     test = write_rows(tmp_path / "test.csv", "text,label", rows[:4])
-    main([*TINY, "--model_type", model_type, "--train_file", train, "--test_file", test, "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
+    main([*TINY, "--model_type", model_type, "--train_file", train, "--test_file", test,
+          "--output_dir", str(tmp_path / "out"), "--max_steps", "2",
           "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4"])
     assert results(tmp_path / "out")["test_samples"] == 4
     classify = pipeline("text-classification", model=str(tmp_path / "out"), trust_remote_code=True)
@@ -105,7 +106,8 @@ def test_numbers_in_a_csv_text_column_are_text(tmp_path):
 @pytest.mark.parametrize(
     "record, message",
     [
-        ({"text": 5, "label": "a"}, r"train file '.*train.jsonl': column 'text' holds a value of type int at row 2 \(0-based\)"),
+        ({"text": 5, "label": "a"},
+         r"train file '.*train.jsonl': column 'text' holds a value of type int at row 2 \(0-based\)"),
         ({"text": ["a", "b"], "label": "a"}, r"column 'text' holds a value of type list at row 2"),
         ({"text": {"title": "a"}, "label": "a"}, r"column 'text' holds a value of type dict at row 2"),
     ],
@@ -167,7 +169,7 @@ def test_validation_is_carved_only_when_needed_and_said(tmp_path, capsys):
     metrics = main([*TINY, "--train_file", train, "--test_file", test, "--output_dir", str(tmp_path / "a"),
                     "--max_steps", "1"])
     assert (metrics["train_samples"], metrics["eval_samples"], metrics["test_samples"]) == (40, 0, 4)
-    # Best-model selection needs a validation split: 10% of train, stratified, and the log says so. Test selects nothing.
+    # Best-model selection needs a validation split: 10% of train, stratified, said in the log. Test selects nothing.
     metrics = main([*TINY, "--train_file", train, "--test_file", test, "--output_dir", str(tmp_path / "b"),
                     "--num_train_epochs", "2", "--eval_strategy", "epoch", "--save_strategy", "epoch",
                     "--load_best_model_at_end", "true"])
@@ -193,7 +195,8 @@ def test_spreadsheet_exports_tsv_and_byte_order_mark(tmp_path):
     train.write_text("text,label\n" + "one,a\ntwo,b\n" * 10, encoding="utf-8-sig")
     main([*TINY, "--train_file", str(train), "--output_dir", str(tmp_path / "csv"), "--max_steps", "1"])
     (tmp_path / "train.tsv").write_text("text\tlabel\n" + "one, two\ta\nthree\tb\n" * 10)
-    main([*TINY, "--train_file", str(tmp_path / "train.tsv"), "--output_dir", str(tmp_path / "tsv"), "--max_steps", "1"])
+    main([*TINY, "--train_file", str(tmp_path / "train.tsv"), "--output_dir", str(tmp_path / "tsv"),
+          "--max_steps", "1"])
     assert json.loads((tmp_path / "tsv" / "config.json").read_text())["id2label"] == {"0": "a", "1": "b"}
 
 

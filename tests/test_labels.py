@@ -13,7 +13,8 @@ from hf_heads.training.labels import encode_labels
 
 TINY = ["--model_type", "gpt2", "--config_overrides", "n_layer=1,n_embd=32,n_head=2", "--tokenizer_vocab_size", "300",
         "--max_length", "16", "--report_to", "none", "--use_cpu", "true", "--save_strategy", "no"]
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "mango", "rocket", "violet", "castle", "pepper", "zebra"]
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "mango", "rocket", "violet", "castle", "pepper",
+         "zebra"]
 
 
 def write_csv(path, header, rows):
@@ -28,7 +29,8 @@ def write_jsonl(path, rows):
 
 def keyword_rows(labels, per_class):
     """Texts that name their class with one word, so a tiny model learns them in a few steps."""
-    return [(f"this text is about {WORDS[index]}", label) for index, label in enumerate(labels) for _ in range(per_class)]
+    return [(f"this text is about {WORDS[index]}", label)
+            for index, label in enumerate(labels) for _ in range(per_class)]
 
 
 def test_twelve_integer_classes_reach_pipeline_as_the_users_labels(tmp_path):
@@ -93,6 +95,8 @@ def test_a_class_label_feature_is_kept_as_given():
         (["a", "a"], {}, r"single class \('a'\).*at least 2.*--problem_type regression"),
         ([0.5, 1.5], {}, r"non-integral number 0.5 at row 0.*--problem_type regression"),
         ([[0, 1], [1]], {}, r"holds a list.*--problem_type multi_label_classification"),
+        ([{"stars": 1}, {"stars": 2}], {}, r"holds a dict \(\{'stars': 1\}\) at row 0 .*accepted labels: integers or "
+                                           r"strings \(single-label\), lists \(multi-label\), numbers \(regression\)"),
         ([1, 2], {"test": [3]}, r"The test split has labels \[3\] that the training split does not"),
         ([1, 2], {"validation": ["1"]}, r"mixes numbers and strings: 1 \(train split, row 0.*'1' \(validation split"),
     ],

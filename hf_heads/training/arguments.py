@@ -32,7 +32,9 @@ class ModelArguments:
     )
     model_type: str | None = field(
         default=None,
-        metadata={"help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."},
+        metadata={
+            "help": f"One of {MODEL_TYPES}: from scratch, or the architecture for --model_name_or_path's weights."
+        },
     )
     config_overrides: str | None = field(
         default=None,
@@ -41,7 +43,9 @@ class ModelArguments:
     )
     weight_init: str = field(
         default="default",
-        metadata={"help": f"Initialisation of new weight matrices (not loaded from a checkpoint): {WEIGHT_INIT_SCHEMES}."},
+        metadata={
+            "help": f"Initialisation of new weight matrices (not loaded from a checkpoint): {WEIGHT_INIT_SCHEMES}."
+        },
     )
     early_stopping_patience: int = field(
         default=0, metadata={"help": "Stop after this many evaluations without improvement (0: off)."}
@@ -66,7 +70,9 @@ class DataArguments:
         default=None, metadata={"help": "A Hub dataset, or the embedded bbc_news (offline)."}
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
-    train_file: str | None = field(default=None, metadata={"help": "csv / tsv / json / jsonl / parquet / txt training data."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "csv / tsv / json / jsonl / parquet / txt training data."}
+    )
     validation_file: str | None = field(default=None, metadata={"help": "Validation data, same format."})
     text_column: str = field(default="text", metadata={"help": "The column holding the text."})
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of csv / json / txt files."})
@@ -122,7 +128,9 @@ class RecipeArgumentParser(HfArgumentParser):
             raise FileNotFoundError(f"arguments file {path!r} does not exist.")
         values = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
         if not isinstance(values, dict):
-            raise ValueError(f"arguments file {path!r} must map argument names to values, got {type(values).__name__}.")
+            raise ValueError(
+                f"arguments file {path!r} must map argument names to values, got {type(values).__name__}."
+            )
         return self.mapping_as_flags(values, path)
 
     def mapping_as_flags(self, values: dict, source: str) -> list[str]:
@@ -155,8 +163,9 @@ def unknown_names_message(what: str, unknown: list[str], accepted: list[str], no
 
 def usage_text(summary: str, examples: str, yaml_example: str) -> str:
     return (
-        f"{summary}\n\nexamples:\n{examples}\n\nThe same arguments in a YAML (or JSON) file, optionally followed by flags "
-        f"that override it:\n\n{yaml_example}\n\nEvery transformers TrainingArguments flag works (see 'training' below)."
+        f"{summary}\n\nexamples:\n{examples}\n\nThe same arguments in a YAML (or JSON) file, optionally followed "
+        f"by flags that override it:\n\n{yaml_example}\n\n"
+        "Every transformers TrainingArguments flag works (see 'training' below)."
     )
 
 
@@ -202,7 +211,9 @@ def check_overrides(overrides: dict, accepted: set[str], set_by_recipe: dict[str
     refused = [name for name in overrides if name in set_by_recipe]
     if refused:
         reasons = "; ".join(f"`{name}` comes from {set_by_recipe[name]}" for name in refused)
-        raise ValueError(f"`--config_overrides` cannot set {', '.join(refused)}: the recipe sets it itself ({reasons}).")
+        raise ValueError(
+            f"`--config_overrides` cannot set {', '.join(refused)}: the recipe sets it itself ({reasons})."
+        )
     unknown = [name for name in overrides if name not in accepted]
     if unknown:
         raise ValueError(unknown_names_message("`--config_overrides` field", unknown, sorted(accepted), "field"))

@@ -158,29 +158,44 @@ class ClassifierRecipe(Recipe):
         head, data = self.head_args, self.data_args
         if head.head_type is not None:
             if head.head_type not in HEAD_TYPES:
-                raise ValueError(f"`--head_type`={head.head_type!r} is not supported; accepted: {', '.join(HEAD_TYPES)}.")
+                raise ValueError(
+                    f"`--head_type`={head.head_type!r} is not supported; accepted: {', '.join(HEAD_TYPES)}."
+                )
             if self.model_args.model_name_or_path is None:
-                raise ValueError("`--head_type` puts a head on a pretrained backbone: give `--model_name_or_path` too.")
+                raise ValueError(
+                    "`--head_type` puts a head on a pretrained backbone: give `--model_name_or_path` too."
+                )
             if self.model_args.model_type is not None:
                 raise ValueError(
-                    f"`--head_type` keeps the backbone's own architecture; drop `--model_type`={self.model_args.model_type!r}."
+                    "`--head_type` keeps the backbone's own architecture; drop "
+                    f"`--model_type`={self.model_args.model_type!r}."
                 )
         if head.cache_backbone_features and head.head_type is None:
             raise ValueError("`--cache_backbone_features` applies to `headed` models (`--head_type`).")
         if head.cache_backbone_features and not head.freeze_backbone:
-            raise ValueError("`--cache_backbone_features` needs `--freeze_backbone` (a training backbone's features change).")
+            raise ValueError(
+                "`--cache_backbone_features` needs `--freeze_backbone` (a training backbone's features change)."
+            )
         if head.cache_backbone_features and head.lora_r:
-            raise ValueError("`--cache_backbone_features` and `--lora_r` exclude each other: LoRA changes the backbone.")
+            raise ValueError(
+                "`--cache_backbone_features` and `--lora_r` exclude each other: LoRA changes the backbone."
+            )
         if head.lora_r < 0:
             raise ValueError(f"`--lora_r` must be 0 (off) or positive, got {head.lora_r}.")
         if data.problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"`--problem_type`={data.problem_type!r} is not supported; accepted: {', '.join(PROBLEM_TYPES)}.")
+            raise ValueError(
+                f"`--problem_type`={data.problem_type!r} is not supported; accepted: {', '.join(PROBLEM_TYPES)}."
+            )
         if data.label_delimiter is not None and data.problem_type != "multi_label_classification":
-            raise ValueError("`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label_classification`.")
+            raise ValueError(
+                "`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label_classification`."
+            )
         if data.text_column == data.label_column:
             raise ValueError(f"`--text_column` and `--label_column` are both {data.text_column!r}; they must differ.")
         if not 0 <= data.validation_split_percentage < 100:
-            raise ValueError(f"`--validation_split_percentage` must be in [0, 100), got {data.validation_split_percentage}.")
+            raise ValueError(
+                f"`--validation_split_percentage` must be in [0, 100), got {data.validation_split_percentage}."
+            )
         if data.max_length < 2:
             raise ValueError(f"`--max_length` must be at least 2, got {data.max_length}.")
         for name in ("max_train_samples", "max_eval_samples"):
@@ -362,7 +377,8 @@ class ClassifierRecipe(Recipe):
         if self.labels.is_single_label and self.predictions is not None:
             logits = self.predictions.predictions
             matrix = load_metric("single_label").compute(
-                predictions=predictions_for(self.labels.problem_type, logits[0] if isinstance(logits, tuple) else logits),
+                predictions=predictions_for(self.labels.problem_type,
+                                            logits[0] if isinstance(logits, tuple) else logits),
                 references=self.predictions.label_ids, confusion_matrix_labels=len(self.labels.names),
             )["confusion_matrix"]
             plot_confusion_matrix(matrix, self.labels.names, output_dir / "confusion_matrix.png",

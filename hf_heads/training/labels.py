@@ -43,7 +43,8 @@ class LabelSpace:
 
 def rows_text(rows: list[int], limit: int = 5) -> str:
     shown = ", ".join(str(row) for row in rows[:limit])
-    return f"row{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > limit else ''} (0-based, header excluded)"
+    more = ", ..." if len(rows) > limit else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more} (0-based, header excluded)"
 
 
 def _where(split: str, column: str) -> str:
@@ -55,8 +56,8 @@ def _check_no_missing(splits: DatasetDict, column: str) -> None:
         missing = [row for row, value in enumerate(data[column]) if value is None or value == ""]
         if missing:
             raise ValueError(
-                f"{_where(split, column)} has no label in {len(missing)} {rows_text(missing)}. Give every row a label, "
-                "or remove those rows."
+                f"{_where(split, column)} has no label in {len(missing)} {rows_text(missing)}. Give every row a "
+                "label, or remove those rows."
             )
 
 
@@ -70,15 +71,15 @@ def _class_value(value, split: str, column: str, row: int):
         if math.isfinite(value) and value == int(value):
             return int(value)
         raise ValueError(
-            f"{_where(split, column)} holds the non-integral number {value!r} at {rows_text([row])}: class labels must "
-            "be integers or strings. For a numeric target pass `--problem_type regression`."
+            f"{_where(split, column)} holds the non-integral number {value!r} at {rows_text([row])}: class labels "
+            "must be integers or strings. For a numeric target pass `--problem_type regression`."
         )
     if isinstance(value, str):
         return value
     if isinstance(value, list):
         raise ValueError(
-            f"{_where(split, column)} holds a list ({value!r}) at {rows_text([row])}: for several labels per text pass "
-            "`--problem_type multi_label_classification`."
+            f"{_where(split, column)} holds a list ({value!r}) at {rows_text([row])}: for several labels per text "
+            "pass `--problem_type multi_label_classification`."
         )
     raise ValueError(
         f"{_where(split, column)} holds a {type(value).__name__} ({value!r}) at {rows_text([row])}; accepted labels: "
@@ -114,7 +115,8 @@ def single_label_space(splits: DatasetDict, column: str) -> tuple[LabelSpace, di
         unseen = sorted(seen - set(known))
         if unseen:
             raise ValueError(
-                f"The {split} split has labels {unseen[:5]} that the training split does not; known labels: {known[:20]}."
+                f"The {split} split has labels {unseen[:5]} that the training split does not; known labels: "
+                f"{known[:20]}."
             )
     index = {value: position for position, value in enumerate(known)}
     return LabelSpace("single_label_classification", [str(value) for value in known]), index
@@ -139,11 +141,15 @@ def multi_label_space(splits: DatasetDict, column: str, delimiter: str | None) -
     }
     names = _sorted_names({label for labels in lists["train"] for label in labels})
     if len(names) < 2:
-        raise ValueError(f"{_where('train', column)} holds {len(names)} distinct label(s); multi-label needs at least 2.")
+        raise ValueError(
+            f"{_where('train', column)} holds {len(names)} distinct label(s); multi-label needs at least 2."
+        )
     for split, rows in lists.items():
         unseen = sorted({label for labels in rows for label in labels} - set(names))
         if unseen:
-            raise ValueError(f"The {split} split has labels {unseen[:5]} that the training split does not; known: {names[:20]}.")
+            raise ValueError(
+                f"The {split} split has labels {unseen[:5]} that the training split does not; known: {names[:20]}."
+            )
     return LabelSpace("multi_label_classification", names), {"lists": lists}
 
 

@@ -36,7 +36,8 @@ class LanguageModelArguments(ModelArguments):
     char_alphabet: str = field(default=TEXT8_ALPHABET, metadata={"help": "Characters of the char tokenizer."})
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement that counts."})
     sample_prompts: str | None = field(
-        default=None, metadata={"help": "'|'-separated prompts for the sample generations (default: one from the data)."}
+        default=None,
+        metadata={"help": "'|'-separated prompts for the sample generations (default: one from the data)."},
     )
     sample_max_new_tokens: int = field(default=20, metadata={"help": "Tokens generated per sample (0: no samples)."})
     sample_top_k: int = field(default=5, metadata={"help": "Alternatives shown per generated token."})
@@ -100,7 +101,9 @@ class LanguageModelRecipe(Recipe):
         if self.is_char_model:
             with self.training_args.main_process_first(desc="cleaning text"):
                 corpus = corpus.map(
-                    lambda row: {data.text_column: normalize_to_alphabet(row[data.text_column], model_args.char_alphabet)},
+                    lambda row: {
+                        data.text_column: normalize_to_alphabet(row[data.text_column], model_args.char_alphabet)
+                    },
                     desc="Cleaning text to the alphabet",
                 )
         self.corpus = corpus
@@ -120,8 +123,8 @@ class LanguageModelRecipe(Recipe):
         if "validation" not in blocks:
             blocks = dict(hold_out_tail(blocks["train"], data.validation_split_percentage))
             note = (f"No validation text given: the last {data.validation_split_percentage:g}% of the training blocks "
-                    f"({len(blocks['validation'])} of {len(blocks['train']) + len(blocks['validation'])}) are held out "
-                    "for validation.")
+                    f"({len(blocks['validation'])} of {len(blocks['train']) + len(blocks['validation'])}) are held "
+                    "out for validation.")
             print(note)
             self.split_notes.append(note)
         self.datasets = blocks
@@ -164,7 +167,8 @@ class LanguageModelRecipe(Recipe):
 
     def evaluate(self, trainer) -> dict:
         metrics = trainer.evaluate()
-        metrics.update({f"eval_{k}": v for k, v in language_model_metrics(metrics["eval_loss"], self.is_char_model).items()})
+        derived = language_model_metrics(metrics["eval_loss"], self.is_char_model)
+        metrics.update({f"eval_{name}": value for name, value in derived.items()})
         return metrics
 
     def samples(self) -> dict:

@@ -66,7 +66,7 @@ def pack_into_blocks(tokenized: Dataset, block_size: int, eos_token_id: int | No
 
 
 def hold_out_tail(blocks: Dataset, percentage: float) -> DatasetDict:
-    """The last `percentage`% of the blocks as "validation" (contiguous, as text8's standard split), the rest "train"."""
+    """The last `percentage`% of the blocks as "validation" (contiguous, as text8's standard split); the rest train."""
     if not 0 < percentage < 100:
         raise ValueError(f"`validation_split_percentage` must be in (0, 100), got {percentage!r}.")
     held = max(1, round(len(blocks) * percentage / 100))

@@ -1,9 +1,10 @@
 """
 The shape every recipe shares: arguments → checks → data, tokenizer and model → `Trainer` → the output folder.
 
-`Recipe.run()` is the whole run; a subclass (`classification.ClassifierRecipe`, `language_modeling.LanguageModelRecipe`)
-supplies its arguments and the steps that differ, and `search` drives the same steps over trials. Everything that can
-fail is checked before the first training step, and the model is saved before anything optional (plots, card).
+`Recipe.run()` is the whole run; a subclass (`classification.ClassifierRecipe`,
+`language_modeling.LanguageModelRecipe`) supplies its arguments and the steps that differ, and `search` drives the
+same steps over trials. Everything that can fail is checked before the first training step, and the model is saved
+before anything optional (plots, card).
 """
 
 import contextlib
@@ -72,7 +73,9 @@ class Recipe:
         """Every mistake found without reading data or building a model. Resolves `--resume_from_checkpoint true`."""
         model_args, training_args = self.model_args, self.training_args
         if importlib.util.find_spec("matplotlib") is None:
-            raise ImportError("The recipes draw loss curves and heatmaps with matplotlib: `pip install hf-heads[plots]`.")
+            raise ImportError(
+                "The recipes draw loss curves and heatmaps with matplotlib: `pip install hf-heads[plots]`."
+            )
         if model_args.model_name_or_path is None and model_args.model_type is None:
             raise ValueError(
                 "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
@@ -84,7 +87,8 @@ class Recipe:
             )
         if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
             raise ValueError(
-                f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}."
+                f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: "
+                f"{', '.join(WEIGHT_INIT_SCHEMES)}."
             )
         data_args = self.data_args
         has_files = bool(data_args.train_file or data_args.validation_file or getattr(data_args, "test_file", None))

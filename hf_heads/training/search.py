@@ -90,7 +90,9 @@ def read_settings(path: str) -> SearchSettings:
     if settings.sampler == "grid":
         settings.n_trials = math.prod(len(values) for values in settings.space.values())
     elif not isinstance(settings.n_trials, int) or settings.n_trials < 1:
-        raise ValueError(f"`n_trials` must be a positive integer for the {settings.sampler} sampler, got {settings.n_trials!r}.")
+        raise ValueError(
+            f"`n_trials` must be a positive integer for the {settings.sampler} sampler, got {settings.n_trials!r}."
+        )
     return settings
 
 
@@ -111,7 +113,8 @@ def check_dimension(name: str, values, sampler: str) -> None:
         raise ValueError(f"`space.{name}`: parameters that move together take a list of value lists, got {values!r}.")
     if sampler == "grid":
         raise ValueError(f"`space.{name}`={values!r}: a grid needs a list of values for every parameter.")
-    if not isinstance(values, dict) or set(values) - {"low", "high", "log", "step"} or not {"low", "high"} <= set(values):
+    keys = set(values) if isinstance(values, dict) else set()
+    if not isinstance(values, dict) or keys - {"low", "high", "log", "step"} or not {"low", "high"} <= keys:
         raise ValueError(
             f"`space.{name}`={values!r} is neither a list of values nor a range {{low, high[, log][, step]}}."
         )
@@ -214,7 +217,10 @@ def main(argv=None):
         "random": lambda: optuna.samplers.RandomSampler(seed=settings.seed),
         "tpe": lambda: optuna.samplers.TPESampler(seed=settings.seed),
     }[settings.sampler]()
-    pruner = optuna.pruners.MedianPruner(n_warmup_steps=0) if settings.pruner == "median" else optuna.pruners.NopPruner()
+    if settings.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_warmup_steps=0)
+    else:
+        pruner = optuna.pruners.NopPruner()
     best = trainer.hyperparameter_search(
         hp_space=lambda trial: {k: v for k, v in suggest(trial).items() if k in training_names},
         compute_objective=lambda metrics: metrics[metric], n_trials=settings.n_trials, direction=direction,

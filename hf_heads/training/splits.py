@@ -19,8 +19,9 @@ def carve_validation(
     """
     if percentage <= 0:
         raise ValueError(
-            f"The run needs a validation split ({reason}) and the data has none, but `--validation_split_percentage` is "
-            f"{percentage}: give `--validation_file`, or a percentage of the training rows to hold out (e.g. 10)."
+            f"The run needs a validation split ({reason}) and the data has none, but "
+            f"`--validation_split_percentage` is {percentage}: give `--validation_file`, or a percentage of the "
+            "training rows to hold out (e.g. 10)."
         )
     train = splits["train"]
     stratify = isinstance(train.features.get("labels"), ClassLabel)
@@ -47,9 +48,9 @@ def check_stratifiable(train, percentage: float, label_column: str) -> None:
     if rare:
         listed = ", ".join(f"{name!r} ({count} row)" for count, name in rare[:5])
         raise ValueError(
-            f"The train split's label column {label_column!r} has classes with fewer than 2 rows ({listed}); a stratified "
-            f"{percentage:g}% validation split needs at least 2 rows per class. Add rows of those classes, or give "
-            "`--validation_file`."
+            f"The train split's label column {label_column!r} has classes with fewer than 2 rows ({listed}); a "
+            f"stratified {percentage:g}% validation split needs at least 2 rows per class. Add rows of those classes, "
+            "or give `--validation_file`."
         )
     held = math.ceil(len(train) * percentage / 100)
     if held < len(counts) or len(train) - held < len(counts):

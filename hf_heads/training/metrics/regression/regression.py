@@ -11,7 +11,9 @@ class Regression(evaluate.Metric):
             description="Mean squared error, mean absolute error and Pearson correlation of predicted numbers.",
             citation="",
             inputs_description="predictions, references: numbers (float).",
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}
+            ),
         )
 
     def _compute(self, predictions, references):

@@ -12,7 +12,9 @@ class SingleLabel(evaluate.Metric):
             "(rows: references, columns: predictions, over `num_labels` classes).",
             citation="",
             inputs_description="predictions, references: class ids (int).",
-            features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
+            ),
         )
 
     def _compute(self, predictions, references, confusion_matrix_labels=None):
