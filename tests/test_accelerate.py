@@ -48,7 +48,8 @@ def test_gradient_accumulation_reports_the_same_loss_and_gradients(model_kind, t
 
 def test_without_the_declaration_trainer_inflates_the_loss(tmp_path):
     """The failure the declaration fixes: a per-batch-mean loss taken as normalised by `num_items_in_batch`."""
-    plain = accelerate_probe.run("classifier", batch=2, accumulate=4, output_dir=str(tmp_path / "p"), plain_trainer=True)
+    plain = accelerate_probe.run("classifier", batch=2, accumulate=4, output_dir=str(tmp_path / "p"),
+                                 plain_trainer=True)
     assert plain["train_loss"] == pytest.approx(4 * plain["oracle_loss"], rel=1e-5)
 
 
@@ -172,7 +173,8 @@ def test_every_shipped_accelerate_config_parses_and_says_what_its_name_says():
                      "multi_gpu_ddp.yaml"]
     configs = {name: load_config(name) for name in names}
     assert configs["cpu.yaml"]["distributed_type"] == "NO" and configs["cpu.yaml"]["use_cpu"] is True
-    assert configs["cpu_2proc.yaml"]["distributed_type"] == "MULTI_GPU" and configs["cpu_2proc.yaml"]["num_processes"] == 2
+    assert configs["cpu_2proc.yaml"]["distributed_type"] == "MULTI_GPU"
+    assert configs["cpu_2proc.yaml"]["num_processes"] == 2
     assert configs["gpu_bf16.yaml"]["mixed_precision"] == "bf16" and configs["gpu_bf16.yaml"]["num_processes"] == 1
     assert configs["multi_gpu_ddp.yaml"]["distributed_type"] == "MULTI_GPU"
     assert configs["deepspeed_zero2.yaml"]["deepspeed_config"]["zero_stage"] == 2

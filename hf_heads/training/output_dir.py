@@ -47,8 +47,8 @@ def check_output_dir(output_dir, *, overwrite: bool, resuming: bool) -> None:
         held = ", ".join(saved + checkpoints[:3] + (["..."] if len(checkpoints) > 3 else []))
         raise ValueError(
             f"`--output_dir` {output_dir} already holds a model or checkpoints ({held}); choose another folder, "
-            "pass `--resume_from_checkpoint true` to continue the run that wrote them, or `--overwrite_output_dir true` "
-            "to replace them."
+            "pass `--resume_from_checkpoint true` to continue the run that wrote them, or "
+            "`--overwrite_output_dir true` to replace them."
         )
     check_writable(output_dir)
 
@@ -252,7 +252,9 @@ def resolve_resume_checkpoint(value: str | None, output_dir, log=print) -> str |
         raise ValueError(f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`.")
     problem = checkpoint_damage(folder)
     if problem is not None:
-        others = [path for path in checkpoint_folders(folder.parent) if path != folder and checkpoint_damage(path) is None]
+        others = [
+            path for path in checkpoint_folders(folder.parent) if path != folder and checkpoint_damage(path) is None
+        ]
         instead = f" The newest complete one is {others[0]}." if others else ""
         raise ValueError(f"`--resume_from_checkpoint` {folder} is damaged: {problem}.{instead}")
     return str(folder)
