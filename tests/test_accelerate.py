@@ -146,7 +146,7 @@ def test_two_cpu_processes_train_together_and_report_what_one_process_does(model
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_to_the_weights_one_process_reaches(tmp_path):
-    """At a real learning rate (no dropout, the same sample order): the same steps, the same weights, to float noise."""
+    """At a real learning rate (no dropout, same sample order): the same steps, the same weights, to float noise."""
     one = accelerate_probe.run("gaam_classifier", batch=8, accumulate=1, output_dir=str(tmp_path / "one"),
                                learning_rate=1e-2)
     [two, _] = launch("cpu_2proc.yaml", tmp_path / "two", "--model", "gaam_classifier", "--batch", "4",
@@ -157,7 +157,7 @@ def test_two_cpu_processes_train_to_the_weights_one_process_reaches(tmp_path):
     assert largest < 1e-6
 
 
-# --- the shipped launch configs ---------------------------------------------------------------------------------------
+# --- the shipped launch configs --------------------------------------------------------------------------------------
 
 def load_config(name: str) -> dict:
     from accelerate.commands.config.config_args import load_config_from_file

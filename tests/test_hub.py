@@ -1,4 +1,4 @@
-"""`push_to_hub` through `Trainer`, offline: a recording Hub API stands in for the Hub and keeps each commit's files."""
+"""`push_to_hub` through `Trainer`, offline: a recording Hub API stands in for the Hub and keeps what it commits."""
 
 import io
 import zipfile

@@ -336,8 +336,8 @@ def test_the_readmes_accelerate_command_as_printed_trains_two_processes_together
     # Both runs see every training text in the same number of steps of the same global batch, but in another order and
     # with other dropout draws, and this small model trained from scratch for two epochs varies that much by itself:
     # one process with seeds 42, 1, 2 reached 74.6%, 93.5%, 94.4% test accuracy (the two processes: 93.5%). The
-    # tolerance is that spread; that the two processes compute what one does, step for step, is tests/test_accelerate.py's
-    # exact check (same weights to 1e-6 at a real learning rate).
+    # tolerance is that spread; that the two processes compute what one does, step for step, is
+    # tests/test_accelerate.py's exact check (same weights to 1e-6 at a real learning rate).
     assert ddp["train_loss"] == pytest.approx(single["train_loss"], abs=0.3)
     assert ddp["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.2)
 

@@ -249,7 +249,9 @@ def resolve_resume_checkpoint(value: str | None, output_dir, log=print) -> str |
         )
     folder = Path(value)
     if not folder.is_dir():
-        raise ValueError(f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`.")
+        raise ValueError(
+            f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`."
+        )
     problem = checkpoint_damage(folder)
     if problem is not None:
         others = [

@@ -194,7 +194,7 @@ class Recipe:
         self.training_args.logging_steps = max(1, self.planned_steps() // LOGGED_POINTS)
 
     def check_room(self, model) -> None:
-        """The output folder's disk holds the checkpoints the run keeps and the final model; checked before training."""
+        """The output folder's disk holds the checkpoints the run keeps and the final model (before training)."""
         args = self.training_args
         if args.save_strategy == "no":
             saves = 0
