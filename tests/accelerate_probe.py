@@ -65,15 +65,16 @@ def oracle_loss(kind: str) -> float:
     return torch.nn.functional.cross_entropy(logits, labels).item()
 
 
-def run(model_kind: str, batch: int, accumulate: int, output_dir: str, plain_trainer: bool = False) -> dict:
-    """Trains one epoch at a near-zero learning rate; what this process saw."""
+def run(model_kind: str, batch: int, accumulate: int, output_dir: str, plain_trainer: bool = False,
+        learning_rate: float = 1e-12) -> dict:
+    """Trains one epoch (by default at a near-zero learning rate); what this process saw."""
     join_cpu_processes()  # as the recipes do
     model = build_model(model_kind)
     if not plain_trainer:
         declare_loss_scaling(model)
     args = TrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulate,
-        learning_rate=1e-12, num_train_epochs=1, logging_steps=1, lr_scheduler_type="constant",
+        learning_rate=learning_rate, num_train_epochs=1, logging_steps=1, lr_scheduler_type="constant",
         train_sampling_strategy="sequential", save_strategy="no", report_to="none", disable_tqdm=True, seed=0,
     )
     trainer = Trainer(model=model, args=args, train_dataset=Rows(model_kind))
@@ -87,6 +88,8 @@ def run(model_kind: str, batch: int, accumulate: int, output_dir: str, plain_tra
         "step_losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
         "grad_norms": [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry],
         "oracle_loss": oracle_loss(model_kind),
+        "final_weights": {name: parameter.detach().flatten()[:8].tolist() for name, parameter
+                          in trainer.accelerator.unwrap_model(trainer.model).named_parameters()},
     }
 
 
@@ -97,8 +100,10 @@ def main():
     parser.add_argument("--batch", type=int, default=8, help="per process")
     parser.add_argument("--accumulate", type=int, default=1)
     parser.add_argument("--plain_trainer", action="store_true", help="skip declare_loss_scaling")
+    parser.add_argument("--learning_rate", type=float, default=1e-12)
     options = parser.parse_args()
-    report = run(options.model, options.batch, options.accumulate, options.report + ".run", options.plain_trainer)
+    report = run(options.model, options.batch, options.accumulate, options.report + ".run", options.plain_trainer,
+                 options.learning_rate)
     with open(f"{options.report}.{report['process_index']}", "w") as file:
         json.dump(report, file)
 

@@ -48,7 +48,8 @@ def test_gradient_accumulation_reports_the_same_loss_and_gradients(model_kind, t
 
 def test_without_the_declaration_trainer_inflates_the_loss(tmp_path):
     """The failure the declaration fixes: a per-batch-mean loss taken as normalised by `num_items_in_batch`."""
-    plain = accelerate_probe.run("classifier", batch=2, accumulate=4, output_dir=str(tmp_path / "p"), plain_trainer=True)
+    plain = accelerate_probe.run("classifier", batch=2, accumulate=4, output_dir=str(tmp_path / "p"),
+                                 plain_trainer=True)
     assert plain["train_loss"] == pytest.approx(4 * plain["oracle_loss"], rel=1e-5)
 
 
@@ -143,7 +144,20 @@ def test_two_cpu_processes_train_together_and_report_what_one_process_does(model
         same_run(report, one)
 
 
-# --- the shipped launch configs ---------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_cpu_processes_train_to_the_weights_one_process_reaches(tmp_path):
+    """At a real learning rate (no dropout, same sample order): the same steps, the same weights, to float noise."""
+    one = accelerate_probe.run("gaam_classifier", batch=8, accumulate=1, output_dir=str(tmp_path / "one"),
+                               learning_rate=1e-2)
+    [two, _] = launch("cpu_2proc.yaml", tmp_path / "two", "--model", "gaam_classifier", "--batch", "4",
+                      "--learning_rate", "1e-2")
+    assert two["step_losses"] == pytest.approx(one["step_losses"], rel=1e-5)
+    largest = max(abs(a - b) for name in one["final_weights"]
+                  for a, b in zip(one["final_weights"][name], two["final_weights"][name]))
+    assert largest < 1e-6
+
+
+# --- the shipped launch configs --------------------------------------------------------------------------------------
 
 def load_config(name: str) -> dict:
     from accelerate.commands.config.config_args import load_config_from_file
@@ -159,7 +173,8 @@ def test_every_shipped_accelerate_config_parses_and_says_what_its_name_says():
                      "multi_gpu_ddp.yaml"]
     configs = {name: load_config(name) for name in names}
     assert configs["cpu.yaml"]["distributed_type"] == "NO" and configs["cpu.yaml"]["use_cpu"] is True
-    assert configs["cpu_2proc.yaml"]["distributed_type"] == "MULTI_GPU" and configs["cpu_2proc.yaml"]["num_processes"] == 2
+    assert configs["cpu_2proc.yaml"]["distributed_type"] == "MULTI_GPU"
+    assert configs["cpu_2proc.yaml"]["num_processes"] == 2
     assert configs["gpu_bf16.yaml"]["mixed_precision"] == "bf16" and configs["gpu_bf16.yaml"]["num_processes"] == 1
     assert configs["multi_gpu_ddp.yaml"]["distributed_type"] == "MULTI_GPU"
     assert configs["deepspeed_zero2.yaml"]["deepspeed_config"]["zero_stage"] == 2

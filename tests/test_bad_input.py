@@ -189,8 +189,9 @@ CASES = [
      lambda t: classifier_run(t, "--resume_from_checkpoint", "true"),
      ValueError, r"`--resume_from_checkpoint`='true': `--output_dir` .* holds no complete checkpoint"),
     ("resume-damaged", "--resume_from_checkpoint naming a damaged checkpoint",
-     lambda t: ((t / "out" / "checkpoint-8").mkdir(parents=True), (t / "out" / "checkpoint-8" / "trainer_state.json")
-                .write_text('{"global_st'), classifier_run(t, "--resume_from_checkpoint", str(t / "out" / "checkpoint-8"))),
+     lambda t: ((t / "out" / "checkpoint-8").mkdir(parents=True),
+                (t / "out" / "checkpoint-8" / "trainer_state.json").write_text('{"global_st'),
+                classifier_run(t, "--resume_from_checkpoint", str(t / "out" / "checkpoint-8"))),
      ValueError, r"`--resume_from_checkpoint` .*checkpoint-8 is damaged: trainer_state.json does not parse"),
     ("hub-strategy", "--push_to_hub with the default --hub_strategy",
      lambda t: classifier_run(t, "--push_to_hub", "true", "--hub_model_id", "someone/model"),

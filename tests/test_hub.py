@@ -1,4 +1,4 @@
-"""`push_to_hub` through `Trainer`, offline: a recording Hub API stands in for the Hub and keeps every commit's files."""
+"""`push_to_hub` through `Trainer`, offline: a recording Hub API stands in for the Hub and keeps what it commits."""
 
 import io
 import zipfile
@@ -112,7 +112,7 @@ def test_push_keeps_the_package_card_and_uploads_nothing_pickled(hub, tmp_path):
     assert uploaded.data.license == "apache-2.0"
     assert uploaded.data.pipeline_tag == "text-classification"
     assert "custom_code" in uploaded.data.tags and "gaam_gpt2" in uploaded.data.tags
-    by_split = {(result.dataset_split, result.metric_name): result.metric_value for result in uploaded.data.eval_results}
+    by_split = {(r.dataset_split, r.metric_name): r.metric_value for r in uploaded.data.eval_results}
     assert by_split[("test", "macro-F1")] == 0.4
     assert ("validation", "loss") in by_split  # from the trainer's last evaluation
     assert "trust_remote_code=True" in uploaded.text

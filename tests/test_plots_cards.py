@@ -99,13 +99,15 @@ def test_the_search_plot_labels_each_trial_with_its_parameters(tmp_path):
     assert (np.abs(pixels - grey).sum(-1) < 30).sum() > 200  # the pruned trial's bar
 
 
-# --- cards -------------------------------------------------------------------------------------------------------------
+# --- cards ----------------------------------------------------------------------------------------------------------
 
 def card(tmp_path, **overrides) -> ModelCard:
     fields = dict(
-        model_name="bbc-gaam", pipeline_tag="text-classification", model_type="gaam_gpt2", dataset_name="SetFit/bbc-news",
+        model_name="bbc-gaam", pipeline_tag="text-classification", model_type="gaam_gpt2",
+        dataset_name="SetFit/bbc-news",
         results={"test": {"accuracy": 0.93, "macro_f1": 0.925}, "validation": {"loss": 0.31}},
-        splits={"validation": "10% of the training rows, stratified (carved by the recipe)", "test": "the source's test split"},
+        splits={"validation": "10% of the training rows, stratified (carved by the recipe)",
+                "test": "the source's test split"},
         hyperparameters={"lr_scheduler_type": SchedulerType.COSINE, "learning_rate": 1e-3},
         base_model=str(tmp_path), license="mit",
     )

@@ -202,12 +202,12 @@ def test_two_process_accelerate_launch_writes_one_folder(tmp_path):
 
 def test_a_failure_after_training_keeps_the_trained_model(tmp_path, monkeypatch, capsys):
     """The model and its results are saved before anything optional; a card that cannot be written loses nothing."""
-    import hf_heads.hub
+    import hf_heads.hub.trainer_card
 
     def broken_card(*args, **kwargs):
         raise OSError("disk full while writing README.md")
 
-    monkeypatch.setattr(hf_heads.hub, "write_model_card", broken_card)
+    monkeypatch.setattr(hf_heads.hub.trainer_card, "build_model_card", broken_card)
     with pytest.raises(OSError, match="disk full"):
         train_classifier.main([*TINY, "--output_dir", str(tmp_path / "out"), "--save_strategy", "no"])
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "tokenizer.json").is_file()

@@ -117,7 +117,9 @@ def plot_importance_heatmap(factors, path, axis_name: str, title: str = "GAAM Im
     return _save(figure, path)
 
 
-def plot_search_trials(rows: list[dict], metric: str, parameters: list[str], path, greater_is_better: bool = True) -> Path:
+def plot_search_trials(
+    rows: list[dict], metric: str, parameters: list[str], path, greater_is_better: bool = True
+) -> Path:
     """
     One bar per trial of a hyperparameter search, labelled with the trial's parameter values, its metric written at the
     bar's end; the best trial is highlighted, pruned or failed trials are grey (their last reported value, if any).

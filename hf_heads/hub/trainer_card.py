@@ -110,7 +110,9 @@ def write_trainer_card(trainer, card: CardSettings, model_name=None, license=Non
     config = inner.config
     name = model_name or output_dir.name
 
-    plot_loss_curves(trainer.state.log_history, output_dir / "loss_curves.png", title=f"{name}: training and validation loss")
+    plot_loss_curves(
+        trainer.state.log_history, output_dir / "loss_curves.png", title=f"{name}: training and validation loss"
+    )
     (output_dir / "training_args.json").write_text(trainer.args.to_json_string())
     (output_dir / TRAINING_ARGS_NAME).unlink(missing_ok=True)
 

@@ -1,9 +1,9 @@
 """Small checkpoints for runs whose backbone does not train (a frozen backbone, LoRA).
 
-A `Trainer` checkpoint normally holds a full copy of the weights. When most of them are frozen, every checkpoint repeats
-the same backbone: a 3,000-parameter head on a frozen 22M-parameter encoder, saved each epoch for 30 epochs, is 30
-copies of weights that never change. `SmallCheckpointsCallback` keeps in each intermediate checkpoint only what trains
-(and the buffers), plus `frozen_weights.json`: where the frozen weights came from and their SHA-256. Resuming
+A `Trainer` checkpoint normally holds a full copy of the weights. When most of them are frozen, every checkpoint
+repeats the same backbone: a 3,000-parameter head on a frozen 22M-parameter encoder, saved each epoch for 30 epochs, is
+30 copies of weights that never change. `SmallCheckpointsCallback` keeps in each intermediate checkpoint only what
+trains (and the buffers), plus `frozen_weights.json`: where the frozen weights came from and their SHA-256. Resuming
 loads the trained part over the frozen weights already in memory (`Trainer` loads checkpoints non-strictly), which is
 exact as long as those are the same weights; the hash makes sure they are, and resuming onto other frozen weights is
 refused, naming both. The final folder (`Trainer.save_model` into `output_dir`) is not a checkpoint and stays a full,

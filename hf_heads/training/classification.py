@@ -397,7 +397,9 @@ class ClassifierRecipe(Recipe):
                                   title=f"{output_dir.name}: confusion matrix ({self.predictions_split})")
         # The card (written next by `Trainer`'s card hook) reports test metrics under "test"; the validation
         # split's come from the trainer's last evaluation.
-        self.card.results["test"] = {name: metrics[f"test_{name}"] for name in CARD_METRICS if f"test_{name}" in metrics}
+        self.card.results["test"] = {
+            name: metrics[f"test_{name}"] for name in CARD_METRICS if f"test_{name}" in metrics
+        }
         if not self.card.results["test"]:
             del self.card.results["test"]
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import struct
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -46,19 +47,24 @@ def check_output_dir(output_dir, *, overwrite: bool, resuming: bool) -> None:
         held = ", ".join(saved + checkpoints[:3] + (["..."] if len(checkpoints) > 3 else []))
         raise ValueError(
             f"`--output_dir` {output_dir} already holds a model or checkpoints ({held}); choose another folder, "
-            "pass `--resume_from_checkpoint true` to continue the run that wrote them, or `--overwrite_output_dir true` "
-            "to replace them."
+            "pass `--resume_from_checkpoint true` to continue the run that wrote them, or "
+            "`--overwrite_output_dir true` to replace them."
         )
     check_writable(output_dir)
 
 
 def check_writable(output_dir: Path) -> None:
-    """Creates `output_dir` and writes a file in it, so that a read-only folder is found before training, not after."""
+    """
+    Writes (and removes) a probe folder in `output_dir`, or in the nearest folder above it that exists, so that a
+    folder the run could not write is found before training, not after. Nothing is left behind.
+    """
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f"_write_test_{os.getpid()}"
-        probe.write_bytes(b"0")
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        os.rmdir(tempfile.mkdtemp(prefix="_write_test_", dir=existing))
     except OSError as error:
         raise PermissionError(
             f"`--output_dir` {output_dir} cannot be written to ({error.strerror}); choose a folder you can write to."
@@ -102,8 +108,10 @@ class RunLock:
         self.path = Path(output_dir) / LOCK_NAME
         self.log = log
         self.held = False
+        self.created_folder = False
 
     def acquire(self) -> None:
+        self.created_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(2):
@@ -144,6 +152,8 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+            if self.created_folder and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()  # a run that failed before writing anything leaves no trace
 
     def __enter__(self):
         self.acquire()
@@ -239,10 +249,14 @@ def resolve_resume_checkpoint(value: str | None, output_dir, log=print) -> str |
         )
     folder = Path(value)
     if not folder.is_dir():
-        raise ValueError(f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`.")
+        raise ValueError(
+            f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`."
+        )
     problem = checkpoint_damage(folder)
     if problem is not None:
-        others = [path for path in checkpoint_folders(folder.parent) if path != folder and checkpoint_damage(path) is None]
+        others = [
+            path for path in checkpoint_folders(folder.parent) if path != folder and checkpoint_damage(path) is None
+        ]
         instead = f" The newest complete one is {others[0]}." if others else ""
         raise ValueError(f"`--resume_from_checkpoint` {folder} is damaged: {problem}.{instead}")
     return str(folder)

@@ -194,14 +194,16 @@ class Recipe:
         self.training_args.logging_steps = max(1, self.planned_steps() // LOGGED_POINTS)
 
     def check_room(self, model) -> None:
-        """The output folder's disk holds the checkpoints the run keeps and the final model; checked before training."""
+        """The output folder's disk holds the checkpoints the run keeps and the final model (before training)."""
         args = self.training_args
         if args.save_strategy == "no":
             saves = 0
         elif args.save_strategy == "epoch":
             saves = math.ceil(args.num_train_epochs) if args.max_steps <= 0 else 1
+        elif args.save_steps < 1:  # a fraction of the run
+            saves = math.ceil(1 / args.save_steps)
         else:
-            saves = max(1, self.planned_steps() // max(1, int(args.save_steps)))
+            saves = max(1, self.planned_steps() // int(args.save_steps))
         kept = min(saves, args.save_total_limit + int(args.load_best_model_at_end)) if args.save_total_limit else saves
         trained_only = any(not parameter.requires_grad for parameter in model.parameters())
         full_copy = checkpoint_bytes(model, optimizer_states_per_parameter=0)
