@@ -287,3 +287,17 @@ def test_gate_init_opens_new_gates_and_keeps_a_checkpoints_own(tmp_path):
     model.save_pretrained(tmp_path)
     reloaded = GaamGPT2Model.from_pretrained(tmp_path, gaam_gate_init=2.0)
     assert [block.gaam_gate.weight.item() for block in reloaded.h] == [-1.0, 0.25, 0.25]
+
+
+@pytest.mark.parametrize("model_class", [cls for cls in GPT2_COUNTERPART if cls is not GaamGPT2Model])
+def test_a_plain_trainer_scales_the_loss_as_the_model_computes_it(model_class, tmp_path):
+    """Users' own `Trainer`: the classifiers' per-batch mean is not divided again by `num_items_in_batch`, and the
+    causal LM names its loss so `Trainer` counts shifted labels."""
+    from transformers import Trainer, TrainingArguments
+
+    model = build(model_class)
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    uses_num_items = model_class is GaamGPT2LMHeadModel
+    assert trainer.model_accepts_loss_kwargs is uses_num_items
+    if uses_num_items:
+        assert model.loss_type == "ForCausalLM"

@@ -265,6 +265,9 @@ class GaamGPT2LMHeadModel(GaamGPT2PreTrainedModel, GPT2LMHeadModel):
     def __init__(self, config: GaamGPT2Config):
         _refuse_sequence_axis_for_causal_lm(config)
         super().__init__(config)
+        # transformers infers the loss from the class name, which does not say "ForCausalLM": named here, `Trainer`
+        # counts the shifted labels (not position 0 of each row) when it normalises by `num_items_in_batch`.
+        self.loss_type = "ForCausalLM"
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         if self.transformer.attention_free:
@@ -276,6 +279,10 @@ class GaamGPT2LMHeadModel(GaamGPT2PreTrainedModel, GPT2LMHeadModel):
 
 class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequenceClassification):
     """GAAM-GPT2 with a linear `score` head on the last real token (`"last"`) or the mean of real tokens (`"mean"`)."""
+
+    # The loss is a mean over the batch; `forward` takes `**kwargs`, so without this `Trainer` would take it for a sum
+    # over `num_items_in_batch` and scale it by the accumulation steps and processes.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: GaamGPT2Config):
         super().__init__(config)
@@ -350,11 +357,11 @@ class GaamGPT2ForSequenceClassification(GaamGPT2PreTrainedModel, GPT2ForSequence
         return hidden_states[torch.arange(batch_size, device=hidden_states.device), last]
 
 class GaamGPT2ForTokenClassification(GaamGPT2PreTrainedModel, GPT2ForTokenClassification):
-    pass
+    accepts_loss_kwargs = False  # a per-batch mean, as for the sequence classifier
 
 
 class GaamGPT2ForQuestionAnswering(GaamGPT2PreTrainedModel, GPT2ForQuestionAnswering):
-    pass
+    accepts_loss_kwargs = False  # a per-batch mean, as for the sequence classifier
 
 
 __all__ = [
