@@ -43,6 +43,14 @@ def test_output_folder_is_ready_for_the_hub(trained):
     assert json.loads((output_dir / "all_results.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
 
 
+def test_the_card_and_the_log_say_how_much_gaam_contributes(trained, capsys):
+    # The recipe measures GAAM on held-out rows (an inert GAAM must be visible to the user), one row per GAAM layer.
+    text = (trained[0] / "README.md").read_text()
+    section = text.split("### GAAM contribution", 1)[1]
+    assert "`transformer.h.0.gaam`" in section and "`transformer.h.1.gaam`" in section
+    assert "with GAAM removed" in section and "did not run" not in section
+
+
 def test_model_card_metadata_parses(trained):
     card = ModelCard.load(trained[0] / "README.md")
     data = card.data

@@ -13,6 +13,7 @@ The ratio reported is `||branch|| / ||stream||` (Frobenius norms over every real
 case above leaves exactly the model without its GAAM branch.
 """
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ class GaamContribution:
         return self.eval_loss_without_gaam - self.eval_loss
 
     def to_markdown(self) -> str:
-        rows = "\n".join(f"| `{name}` | {ratio:.1%} |" for name, ratio in zip(self.names, self.branch_ratios))
+        rows = "\n".join(f"| `{name}` | {_percent(ratio)} |" for name, ratio in zip(self.names, self.branch_ratios))
         return (
             "| GAAM layer | GAAM branch / residual stream (norm) |\n|---|---|\n"
             f"{rows}\n\n"
@@ -47,11 +48,16 @@ class GaamContribution:
         )
 
     def __str__(self) -> str:
-        ratios = ", ".join(f"{name} {ratio:.1%}" for name, ratio in zip(self.names, self.branch_ratios))
+        ratios = ", ".join(f"{name} {_percent(ratio)}" for name, ratio in zip(self.names, self.branch_ratios))
         return (
             f"GAAM branch / residual norm: {ratios}; eval loss {self.eval_loss:.4f} with GAAM, "
             f"{self.eval_loss_without_gaam:.4f} without ({self.loss_change:+.4f})"
         )
+
+
+def _percent(ratio: float) -> str:
+    # A layer that never ran on these batches (a frozen backbone's, under cached features) has no ratio.
+    return f"{ratio:.1%}" if math.isfinite(ratio) else "did not run"
 
 
 def _gaam_layers(model: nn.Module) -> dict[str, tuple[nn.Module, GaussianAdaptiveAttention]]:

@@ -92,12 +92,13 @@ def build_model_card(
     tags: list[str] | None = None,
     description: str = "",
     data_notes: str = "",
+    sections: dict[str, str] | None = None,
 ) -> ModelCard:
     """
     The card for a trained model. `results` maps a split name ("test", "validation", ...) to the metrics measured on
     it (keys as logged: "accuracy", "macro_f1", "loss", ...); `splits` says what each split is (where it came from, how
     many rows), so a carved validation split or an LM's held-out blocks are named for what they are; `data_notes`
-    says how the splits were made.
+    says how the splits were made; `sections` (title -> markdown) follow the pictures.
     """
     check_license(license)
     eval_results = [
@@ -133,7 +134,10 @@ def build_model_card(
     split_lines = "\n".join(f"- **{split}**: {text}" for split, text in (splits or {}).items())
     data_section = "\n\n".join(part for part in (data_notes, split_lines) if part)
     settings = "\n".join(f"| `{name}` | `{plain(value)}` |" for name, value in sorted((hyperparameters or {}).items()))
-    pictures = "\n\n".join(f"### {title}\n\n![{title}]({file})" for title, file in (images or {}).items())
+    pictures = "\n\n".join(
+        [f"### {title}\n\n![{title}]({file})" for title, file in (images or {}).items()]
+        + [f"### {title}\n\n{text}" for title, text in (sections or {}).items()]
+    )
     auto_class = AUTO_CLASSES.get(pipeline_tag, "AutoModel")
     remote = ", trust_remote_code=True" if remote_code else ""
     body = f"""

@@ -60,6 +60,7 @@ class CardSettings:
     results: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metrics; validation filled from logs
     hyperparameters: dict = field(default_factory=dict)
     description: str = ""
+    sections: dict[str, str] = field(default_factory=dict)  # title -> markdown, after the pictures (diagnostics)
 
 
 def check_hub_strategy(args) -> None:
@@ -138,6 +139,7 @@ def write_trainer_card(trainer, card: CardSettings, model_name=None, license=Non
         tags=tags,
         description=card.description,
         data_notes=card.data_notes,
+        sections=card.sections,
     )
     path = output_dir / "README.md"
     model_card.save(path)

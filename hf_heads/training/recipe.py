@@ -283,9 +283,24 @@ class Recipe:
         from hf_heads.hub import normalised_axis_name, plot_importance_heatmap
 
         if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
-            factors = hf_heads.importance_factors(model, first_batches(trainer.get_eval_dataloader(dataset)))
+            batches = list(first_batches(trainer.get_eval_dataloader(dataset)))
+            factors = hf_heads.importance_factors(model, batches)
             plot_importance_heatmap(factors, Path(self.training_args.output_dir) / "gaam_importance.png",
                                     axis_name=normalised_axis_name(model))
+            self.report_gaam_contribution(model, batches)
+
+    def report_gaam_contribution(self, model, batches) -> None:
+        """How much of the model GAAM is on held-out rows, printed and put in the card: a GAAM that is configured but
+        contributes nothing is a failure a user must be able to see."""
+        import hf_heads
+
+        contribution = hf_heads.gaam_contribution(model, batches)
+        print(f"GAAM contribution on {contribution.num_examples} held-out rows: {contribution}")
+        self.card.sections["GAAM contribution"] = (
+            "How much each GAAM layer adds to the representation it feeds (norm of the GAAM branch over the norm of "
+            "the stream it is added to, real tokens only), and the evaluation loss with every GAAM branch removed "
+            "(`hf_heads.gaam_contribution`).\n\n" + contribution.to_markdown()
+        )
 
 
 def _declaring_loss_scaling(model_init):
