@@ -122,6 +122,19 @@ def test_headed_frozen_cached_run_on_a_local_csv(tmp_path):
     assert config["model_type"] == "headed" and config["id2label"] == {"0": "finance", "1": "sport"}
 
 
+def test_daam_head_run_draws_its_importance_factor_in_the_card(tmp_path, trained):
+    """The GAAM authors' head reports its gate per layer: the recipe draws it and the card shows it."""
+    start, _ = trained
+    train_classifier.main([
+        "--model_name_or_path", str(start), "--head_type", "daam", "--freeze_backbone", "true",
+        "--config_overrides", "daam_conv_channels=8", "--dataset_name", "bbc_news", "--max_train_samples", "32",
+        "--max_eval_samples", "16", "--max_length", "32", "--num_train_epochs", "1", "--report_to", "none",
+        "--use_cpu", "true", "--output_dir", str(tmp_path / "out"),
+    ])
+    assert (tmp_path / "out" / "gaam_importance.png").is_file()
+    assert "gaam_importance.png" in (tmp_path / "out" / "README.md").read_text()
+
+
 def test_frozen_gaam_gpt2_trains_only_gaam_and_the_head(tmp_path, trained):
     """The notebook's GAAM grid freezes GPT-2: a run from a checkpoint changes GAAM and `score`, nothing else."""
     from safetensors.torch import load_file

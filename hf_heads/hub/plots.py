@@ -71,7 +71,8 @@ def normalised_axis_name(model) -> str:
     """What the model's GAAM layers normalise along, in words a reader of the heatmap understands."""
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) == "headed":
-        return "backbone layer (0 = embeddings)"
+        # "daam" gates the layers' states without the embeddings (the authors read `hidden_states[1:]`).
+        return "backbone layer (1 = first layer)" if config.head_type == "daam" else "backbone layer (0 = embeddings)"
     axis = getattr(config, "gaam_norm_axis", None)
     return {"sequence": "token position", "features": "hidden feature"}.get(axis, "position along the normalised axis")
 

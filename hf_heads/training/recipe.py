@@ -282,11 +282,16 @@ class Recipe:
         import hf_heads
         from hf_heads.hub import normalised_axis_name, plot_importance_heatmap
 
-        if any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules()):
-            batches = list(first_batches(trainer.get_eval_dataloader(dataset)))
-            factors = hf_heads.importance_factors(model, batches)
-            plot_importance_heatmap(factors, Path(self.training_args.output_dir) / "gaam_importance.png",
-                                    axis_name=normalised_axis_name(model))
+        has_gaam = any(isinstance(m, hf_heads.GaussianAdaptiveAttention) for m in model.modules())
+        # The "daam" head's gate is the GAAM authors' own, not the op: it reports its Importance Factor the same way.
+        has_gate = has_gaam or any(getattr(m, "reports_importance", False) for m in model.modules())
+        if not has_gate:
+            return
+        batches = list(first_batches(trainer.get_eval_dataloader(dataset)))
+        factors = hf_heads.importance_factors(model, batches)
+        plot_importance_heatmap(factors, Path(self.training_args.output_dir) / "gaam_importance.png",
+                                axis_name=normalised_axis_name(model))
+        if has_gaam:
             self.report_gaam_contribution(model, batches)
 
     def report_gaam_contribution(self, model, batches) -> None:
