@@ -164,3 +164,33 @@ def test_float_labels_are_not_silently_regression(tmp_path):
     train = write_csv(tmp_path / "train.csv", "text,score", [("a", 0.25), ("b", 0.75)] * 5)
     with pytest.raises(ValueError, match="--problem_type regression"):
         main([*TINY, "--train_file", train, "--label_column", "score", "--output_dir", str(tmp_path / "out")])
+
+
+def test_csv_labels_spelled_na_or_none_are_classes_not_missing(tmp_path):
+    # pandas reads 'NA', 'None' and 'nan' as missing by default; in a label column they are the user's class names.
+    train = write_csv(tmp_path / "train.csv", "text,label", keyword_rows(["NA", "None", "yes"], 10))
+    main([*TINY, "--train_file", train, "--output_dir", str(tmp_path / "out"), "--num_train_epochs", "1"])
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["NA", "None", "yes"]
+
+
+def test_csv_labels_mixing_numbers_and_words_are_refused(tmp_path):
+    train = write_csv(tmp_path / "train.csv", "text,label", keyword_rows([1, "a"], 4))
+    with pytest.raises(ValueError, match="mixes numbers and strings"):
+        main([*TINY, "--train_file", train, "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.csv", "", "is empty"),
+        ("quote.csv", 'text,label\n"unclosed,1\nfine,0\n', "could not be read as csv"),
+        ("broken.jsonl", '{"text": "a", "label": 1}\n{"text": "b" "label": 0}\n', "could not be read as json"),
+    ],
+)
+def test_files_the_parser_cannot_read_are_named(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        main([*TINY, "--train_file", str(tmp_path / name), "--output_dir", str(tmp_path / "out")])
+    assert name in str(caught.value)

@@ -112,24 +112,47 @@ def json_records(file: Path, encoding: str):
         records = json.loads(text)
         records = records if isinstance(records, list) else [records]
     except json.JSONDecodeError:
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{str(file)!r} could not be read as json: line {number} is not a JSON record ({error.msg} at "
+                    f"column {error.colno})."
+                ) from None
     return enumerate(records)
 
 
 def load_local_file(flag: str, path: str, encoding: str) -> Dataset:
     """One split from one file: each file on its own, so a validation file may hold other columns than train."""
     from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
 
     kind = check_data_file(flag, path, encoding)
     # Spreadsheet programs start UTF-8 files with a byte-order mark, which would otherwise become part of the first
     # column's name ('\ufefftext').
     options = {"encoding": "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding}
-    if kind == "csv" and Path(path).suffix.lower() == ".tsv":
-        options["delimiter"] = "\t"
+    if kind == "csv":
+        # Only an empty cell is missing: pandas would also read 'NA', 'None', 'nan', 'null' (real words, and real
+        # class names) as missing values.
+        options.update(keep_default_na=False, na_values=[""])
+        if Path(path).suffix.lower() == ".tsv":
+            options["delimiter"] = "\t"
     if kind == "parquet":
         options = {}
+    if kind in ("csv", "json") and Path(path).stat().st_size == 0:
+        raise ValueError(f"`--{flag}` {path!r} is empty (0 bytes).")
     try:
         split = load_dataset(kind, data_files={"train": path}, **options)["train"]
+    except DatasetGenerationError as error:
+        # A file the parser cannot read (an unclosed quote, a broken JSON line): name the file and the parser's reason.
+        cause = error.__cause__ or error.__context__ or error
+        raise ValueError(
+            f"`--{flag}` {path!r} could not be read as {kind}: {type(cause).__name__}: {cause}"
+        ) from error
     except ValueError as error:
         # `datasets` says 'Instruction "train" corresponds to no data!' for a file with a header and no rows.
         if "corresponds to no data" in str(error):

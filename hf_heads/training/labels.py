@@ -105,6 +105,16 @@ def single_label_space(splits: DatasetDict, column: str) -> tuple[LabelSpace, di
             f"Label column {column!r} mixes numbers and strings: {a!r} ({split_a} split, {rows_text([row_a])}) and "
             f"{b!r} ({split_b} split, {rows_text([row_b])}). Write every label the same way."
         )
+    if str in kinds:
+        # A CSV column holding both numbers and words arrives as strings: the same mix, written another way.
+        written = [(split, value) for split, seen in values.items() for value in sorted(seen)]
+        numbers = [(split, value) for split, value in written if as_number(value) is not None]
+        words = [(split, value) for split, value in written if as_number(value) is None]
+        if numbers and words:
+            raise ValueError(
+                f"Label column {column!r} mixes numbers and strings: {numbers[0][1]!r} ({numbers[0][0]} split) and "
+                f"{words[0][1]!r} ({words[0][0]} split). Write every label the same way."
+            )
     known = sorted(values["train"])  # numbers in numeric order, strings alphabetically
     if len(known) < 2:
         raise ValueError(
