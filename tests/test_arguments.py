@@ -149,3 +149,18 @@ def test_language_model_recipe_reads_yaml_plus_flags(tmp_path):
                                                       "train_file": "text.txt", "max_steps": 100}))
     recipe = LanguageModelRecipe.from_argv([str(tmp_path / "lm.yaml"), "--max_steps", "5", "--output_dir", "x"])
     assert recipe.training_args.max_steps == 5 and recipe.data_args.block_size == 64
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ("n_layer=one", r"`--config_overrides`='n_layer=one' does not fit the configuration.*n_layer"),
+        ("gaam_normalization=softmax", r"`--config_overrides`='gaam_normalization=softmax'.*gaam_normalization"),
+    ],
+)
+def test_override_values_of_the_wrong_type_are_named_before_any_work(tmp_path, overrides, message):
+    recipe = ClassifierRecipe.from_argv(["--model_type", "gaam_gpt2", "--config_overrides", overrides,
+                                         "--dataset_name", "bbc_news", "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match=message):
+        recipe.check_arguments()
+    assert not (tmp_path / "out").exists()

@@ -158,7 +158,8 @@ CASES = [
      lambda t: classifier_run(t, "--train_file", str(t / "nope.csv")),
      FileNotFoundError, r"`--train_file` '.*nope.csv' does not exist"),
     ("max-length", "--max_length above the model's positions", lambda t: classifier_run(t, "--max_length", "100"),
-     ValueError, r"`--max_length`=100 exceeds the model's 64 positions"),
+     ValueError, r"`--max_length`=100 \(given, or the recipe's default\) exceeds the model's 64 positions: pass "
+     r"`--max_length` 64 or less"),
     # Recipes: flags
     ("model-type", "--model_type bert", lambda t: classifier_run(t, "--model_type", "bert"),
      ValueError, r"`--model_type`='bert' is not supported; accepted: gpt2, gaam_gpt2"),
@@ -206,7 +207,7 @@ CASES = [
     ("block-size", "--block_size above the model's positions",
      lambda t: lm_run(t, "--model_type", "gpt2", "--tokenizer", "char", "--config_overrides",
                       "n_layer=1,n_embd=32,n_head=4,n_positions=16", "--block_size", "32"),
-     ValueError, r"`--block_size`=32 exceeds the model's 16 positions"),
+     ValueError, r"`--block_size`=32 \(given, or the recipe's default\) exceeds the model's 16 positions"),
     # Recipes: arguments as people write them
     ("unknown-flag", "a misspelt flag", lambda t: classifier_run(t, "--lerning_rate", "1e-3"),
      ValueError, r"Unknown argument: --lerning_rate \(did you mean --learning_rate\?\)"),

@@ -225,6 +225,11 @@ class ClassifierRecipe(Recipe):
             return set(HeadedConfig().to_dict())
         return super().overridable_fields()
 
+    def config_for_overrides(self, overrides: dict):
+        if self.head_args.head_type is not None:
+            return HeadedConfig(head_type=self.head_args.head_type, **overrides)
+        return super().config_for_overrides(overrides)
+
     def fields_set_by_recipe(self) -> dict[str, str]:
         labels = "the data's labels and --problem_type"
         fields = dict(super().fields_set_by_recipe(), num_labels=labels, id2label=labels, label2id=labels,

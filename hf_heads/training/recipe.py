@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, EarlyStoppingCallback, set_seed
 
 from .arguments import MODEL_TYPES, RecipeArgumentParser, check_overrides, parse_overrides
@@ -105,7 +106,15 @@ class Recipe:
                 f"(got eval_strategy={training_args.eval_strategy.value!r}, "
                 f"load_best_model_at_end={training_args.load_best_model_at_end})."
             )
-        check_overrides(self.overrides(), self.overridable_fields(), self.fields_set_by_recipe())
+        overrides = self.overrides()
+        check_overrides(overrides, self.overridable_fields(), self.fields_set_by_recipe())
+        if overrides:
+            try:
+                self.config_for_overrides(overrides)
+            except (StrictDataclassError, TypeError, ValueError) as error:
+                raise ValueError(
+                    f"`--config_overrides`={model_args.config_overrides!r} does not fit the configuration: {error}"
+                ) from None
         check_hub_strategy(training_args)
         check_license(model_args.license)
         training_args.resume_from_checkpoint = resolve_resume_checkpoint(
@@ -130,6 +139,14 @@ class Recipe:
         if model_args.model_type is not None:
             return set(AutoConfig.for_model(model_args.model_type).to_dict())
         return set(AutoConfig.from_pretrained(model_args.model_name_or_path).to_dict())
+
+    def config_for_overrides(self, overrides: dict):
+        """The configuration `--config_overrides` apply to, built with them: wrong types and values fail here, before
+        any data is read."""
+        model_args = self.model_args
+        if model_args.model_type is not None:
+            return AutoConfig.for_model(model_args.model_type, **overrides)
+        return AutoConfig.from_pretrained(model_args.model_name_or_path, **overrides)
 
     def fields_set_by_recipe(self) -> dict[str, str]:
         """Configuration fields the recipe sets itself, with where their value comes from."""

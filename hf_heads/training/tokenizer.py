@@ -32,6 +32,9 @@ def fit_tokenizer_to_model(tokenizer, model, max_length: int, flag: str = "--max
     """`max_length` must fit the model's positions; the saved tokenizer truncates to it (`model_max_length`)."""
     positions = model_positions(model)
     if positions is not None and max_length > positions:
-        raise ValueError(f"`{flag}`={max_length} exceeds the model's {positions} positions.")
+        raise ValueError(
+            f"`{flag}`={max_length} (given, or the recipe's default) exceeds the model's {positions} positions: pass "
+            f"`{flag}` {positions} or less, or a model with more positions."
+        )
     tokenizer.model_max_length = max_length
     return tokenizer
