@@ -105,28 +105,11 @@ def importance_factors(model: nn.Module, batches) -> ImportanceFactors:
 
 
 def plot_importance(factors: ImportanceFactors, path, title: str = "GAAM Importance Factor", axis_label: str = "position along the normalised axis"):
-    """Draws the factors as a heatmap (one row per GAAM layer) and saves it as a PNG at `path`."""
-    try:
-        import matplotlib
+    """Draws the factors as a heatmap (one row per GAAM layer) and saves it as a PNG at `path`: the recipes' own
+    heatmap (`hf_heads.hub.plot_importance_heatmap`), so users get the same readable figure."""
+    from ..hub.plots import plot_importance_heatmap
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError("Plotting needs matplotlib: `pip install hf-heads[plots]`.") from error
-    width = max(factor.shape[0] for factor in factors.factors)
-    grid = torch.full((len(factors.factors), width), float("nan"))
-    for row, factor in enumerate(factors.factors):
-        grid[row, : factor.shape[0]] = factor
-    figure, axes = plt.subplots(figsize=(min(2 + 0.25 * width, 14), 1.2 + 0.4 * len(factors.names)))
-    image = axes.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-    axes.set_yticks(range(len(factors.names)), labels=factors.names, fontsize=8)
-    axes.set_xlabel(axis_label)
-    axes.set_title(title)
-    figure.colorbar(image, ax=axes, label="IF")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return plot_importance_heatmap(factors, path, axis_name=axis_label, title=title)
 
 
 __all__ = ["ImportanceFactors", "importance_factors", "plot_importance"]
