@@ -43,6 +43,25 @@ def interleaved_median_seconds(functions: dict, repeats: int, warmup: int = 1) -
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory in the process instead of unmapping it (True where that was possible).
+
+    By default every block over glibc's mmap threshold (at most 32 MiB) is returned to the kernel when freed and
+    faulted back in, page by page, when allocated again: at GPT-2-small shapes the ~100 MB logits and their gradients
+    cost tens of thousands of page faults per training step, whose time varies from step to step by more than the
+    differences a step benchmark measures. Serving them from the heap instead (what jemalloc or tcmalloc setups do)
+    leaves the arithmetic to be compared. Call it before the first large allocation.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to set
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
