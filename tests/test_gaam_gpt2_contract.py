@@ -17,6 +17,7 @@ from transformers import (
     GPT2Model,
 )
 from transformers.cache_utils import DummyLayer, DynamicCache, DynamicLayer
+from transformers.generation import GenerationMixin
 
 from hf_heads import (
     GaamGPT2Config,
@@ -89,6 +90,14 @@ def test_classes_are_gpt2s_classes(model_class):
     assert model_class._can_record_outputs is GPT2Model._can_record_outputs
     assert model_class.supports_gradient_checkpointing and model_class._supports_sdpa
     assert model_class._no_split_modules == ["GaamGPT2Block"]
+
+
+@pytest.mark.parametrize("model_class", list(GPT2_COUNTERPART))
+def test_classes_that_generate_name_generation_mixin_among_their_bases_as_gpt2s_do(model_class):
+    """transformers' generation tests require every class that generates to list `GenerationMixin` in `__bases__`."""
+    gpt2 = GPT2_COUNTERPART[model_class]
+    assert (GenerationMixin in model_class.__bases__) == (GenerationMixin in gpt2.__bases__)
+    assert model_class.can_generate() == gpt2.can_generate()
 
 
 def test_attentions_hidden_states_and_caches_equal_gpt2s_when_the_gates_are_closed(tmp_path):
@@ -199,6 +208,23 @@ def test_generation_with_and_without_cache_equals_greedy_by_full_passes(placemen
             prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False, use_cache=use_cache
         )
         assert torch.equal(generated, expected), (placement, use_cache)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_left_padded_generation_equals_each_row_generated_alone(placement, use_cache):
+    """transformers' `test_left_padding_compatibility` checks one forward pass, and its "replace" run skips it (the
+    suite ties padding to attention weights); here every generation step of a left-padded batch, in every placement."""
+    model = build(GaamGPT2LMHeadModel, placement)
+    short, long = ids(size=1, length=3, seed=1), ids(size=1, length=6, seed=2)
+    batch = torch.cat([torch.cat([torch.zeros(1, 3, dtype=torch.long), short], dim=1), long])
+    mask = torch.cat([torch.cat([torch.zeros(1, 3), torch.ones(1, 3)], dim=1), torch.ones(1, 6)]).long()
+    generated = model.generate(
+        batch, attention_mask=mask, max_new_tokens=5, do_sample=False, use_cache=use_cache, pad_token_id=0
+    )
+    for row, prompt in enumerate((short, long)):
+        alone = _greedy_by_full_passes(model, prompt, new_tokens=5)
+        assert torch.equal(generated[row, 6:], alone[0, prompt.shape[1] :]), (placement, row)
 
 
 @pytest.mark.parametrize("placement,attending", [("augment", 3), ("replace-block-0", 2), ("replace", 0)])

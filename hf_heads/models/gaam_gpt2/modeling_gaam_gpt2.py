@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DummyLayer, DynamicCache
+from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 from transformers.models.gpt2.modeling_gpt2 import (
     GPT2Block,
@@ -261,7 +262,9 @@ def _refuse_sequence_axis_for_causal_lm(config: GaamGPT2Config) -> None:
         )
 
 
-class GaamGPT2LMHeadModel(GaamGPT2PreTrainedModel, GPT2LMHeadModel):
+# `GenerationMixin` is named among the direct bases (the MRO already has it, through GPT-2's class), as in every
+# generative transformers class: transformers' generation tests require it there.
+class GaamGPT2LMHeadModel(GaamGPT2PreTrainedModel, GPT2LMHeadModel, GenerationMixin):
     def __init__(self, config: GaamGPT2Config):
         _refuse_sequence_axis_for_causal_lm(config)
         super().__init__(config)
