@@ -1,5 +1,6 @@
-"""Trains every head on every backbone, and every GAAM-GPT2 task class, a few steps with `Trainer` under distributed data
-parallel with `ddp_find_unused_parameters=False`; each process writes what it saw, as JSON.
+"""Trains every head on every backbone, and every GAAM-GPT2 task class, a few steps with `Trainer` under distributed
+data parallel with `ddp_find_unused_parameters=False`; each process writes what it saw, as JSON. Every model is built
+from a tiny configuration: nothing comes from the Hub.
 
 Launched by tests/test_ddp_every_head.py with the shipped two-process CPU config, as a user launches a recipe:
 
@@ -13,6 +14,7 @@ one that must fail.
 """
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -132,9 +134,9 @@ def headed_cases() -> list[Case]:
     for model_class, head_type in itertools.product(HEADED_MODELS, HEADS):
         if model_class.task not in HEADS[head_type].tasks:
             continue
-        settings = distinct_settings(lambda setting: headed(model_class, "gpt2", head_type, setting), HEAD_OPTIONS)
+        settings = distinct_settings(functools.partial(headed, model_class, "gpt2", head_type), HEAD_OPTIONS)
         for setting, backbone in itertools.product(settings, BACKBONES):
-            build = lambda m=model_class, b=backbone, h=head_type, s=setting: headed(m, b, h, s)  # noqa: E731
+            build = functools.partial(headed, model_class, backbone, head_type, setting)
             cases.append(Case(build, model_class.__name__, head_type, setting, backbone))
     return cases
 
@@ -153,16 +155,16 @@ def gaam_gpt2_cases() -> list[Case]:
     cases = []
     for model_class, placement in itertools.product(gaam_gpt2_task_classes(), GAAM_PLACEMENTS):
         options = {"classifier_pooling": CLASSIFIER_POOLINGS}
-        for setting in distinct_settings(lambda s: gaam_gpt2(model_class, placement, s), options):
-            build = lambda m=model_class, p=placement, s=setting: gaam_gpt2(m, p, s)  # noqa: E731
+        for setting in distinct_settings(functools.partial(gaam_gpt2, model_class, placement), options):
+            build = functools.partial(gaam_gpt2, model_class, placement, setting)
             cases.append(Case(build, model_class.__name__, placement, setting))
     return cases
 
 
 def grid(which: str) -> list[Case]:
     """
-    "full": every case. "sample": every head case once, the backbones taken in turn (each at least once when there are
-    more head cases than backbones), and every GAAM-GPT2 task class in one placement, taken in turn.
+    "full": every case. "sample": every head, task and setting once, the backbones taken in turn (each at least once
+    when there are more of those than backbones); every GAAM-GPT2 task class and setting once, the placements in turn.
     """
     headed, gaam = headed_cases(), gaam_gpt2_cases()
     if which == "full":
@@ -170,8 +172,8 @@ def grid(which: str) -> list[Case]:
     per_head, per_class = {}, {}
     for case in headed:  # the backbones of one head and setting, in `BACKBONES` order
         per_head.setdefault((case.model_class, case.kind, tuple(case.setting.items())), []).append(case)
-    for case in gaam:
-        per_class.setdefault(case.model_class, []).append(case)
+    for case in gaam:  # the placements of one class and setting
+        per_class.setdefault((case.model_class, tuple(case.setting.items())), []).append(case)
     return [cases[i % len(cases)] for group in (per_head, per_class) for i, cases in enumerate(group.values())]
 
 
