@@ -238,6 +238,11 @@ def test_a_mistake_on_the_command_line_prints_one_error_line_and_exits_2(tmp_pat
         ("classification", ["--model_type", "gpt2", "--train_file", "{tmp}/ragged.csv", "--output_dir", "{tmp}/o"],
          "hf-heads-train-classifier: error: `--train_file` '{tmp}/ragged.csv': line 3 has 3 fields, where the header "
          "(line 1) has 2"),
+        # transformers' own check of TrainingArguments values that do not fit together
+        ("classification", ["--model_type", "gpt2", "--dataset_name", "bbc_news", "--load_best_model_at_end", "true",
+                            "--eval_strategy", "epoch", "--save_strategy", "steps", "--output_dir", "{tmp}/o"],
+         "hf-heads-train-classifier: error: The arguments do not fit together: --load_best_model_at_end requires the "
+         "save and eval strategy to match"),
         ("language_modeling", ["--model_type", "gpt2", "--lerning_rate", "1", "--output_dir", "{tmp}/o"],
          "hf-heads-pretrain-lm: error: Unknown argument: --lerning_rate (did you mean --learning_rate?)"),
         ("search", ["{tmp}/search.yaml"], "hf-heads-search: error: search file '{tmp}/search.yaml' does not exist.\n"),

@@ -3,7 +3,8 @@ Pretrain (or continue training) a causal language model with `Trainer`: GPT-2 or
 
 The text is tokenised ("bpe": a byte-level BPE trained on the training text; "char": one token per character of a
 fixed alphabet, text8's a–z + space by default, the text cleaned to that alphabet) and packed into blocks of
-`--block_size` tokens, as `transformers`' `run_clm.py` does. Validation: `--validation_file`, the source's validation
+`--block_size` tokens, as `transformers`' `run_clm.py` does; empty lines (and, for characters, lines left empty by the
+cleaning) are left out, and the log and the card say how many. Validation: `--validation_file`, the source's validation
 split, or the last `--validation_split_percentage`% of the blocks (said in the log and the card). Reported: loss,
 perplexity and, for character models, bits per character; then sample generations with each token's probability and
 its top-k alternatives.
