@@ -238,6 +238,9 @@ def test_a_mistake_on_the_command_line_prints_one_error_line_and_exits_2(tmp_pat
         ("classification", ["--model_type", "gpt2", "--train_file", "{tmp}/ragged.csv", "--output_dir", "{tmp}/o"],
          "hf-heads-train-classifier: error: `--train_file` '{tmp}/ragged.csv': line 3 has 3 fields, where the header "
          "(line 1) has 2"),
+        ("classification", ["--model_name_or_path", "{tmp}/no-model", "--dataset_name", "bbc_news", "--output_dir",
+                            "{tmp}/o"],
+         "hf-heads-train-classifier: error: `--model_name_or_path`='{tmp}/no-model' cannot be loaded: "),
         # transformers' own check of TrainingArguments values that do not fit together
         ("classification", ["--model_type", "gpt2", "--dataset_name", "bbc_news", "--load_best_model_at_end", "true",
                             "--eval_strategy", "epoch", "--save_strategy", "steps", "--output_dir", "{tmp}/o"],
