@@ -240,7 +240,8 @@ def test_a_mistake_on_the_command_line_prints_one_error_line_and_exits_2(tmp_pat
          "(line 1) has 2"),
         ("classification", ["--model_name_or_path", "{tmp}/no-model", "--dataset_name", "bbc_news", "--output_dir",
                             "{tmp}/o"],
-         "hf-heads-train-classifier: error: `--model_name_or_path`='{tmp}/no-model' cannot be loaded: "),
+         "hf-heads-train-classifier: error: `--model_name_or_path`='{tmp}/no-model': no such folder (give a model "
+         "folder or a Hub id).\n"),
         # transformers' own check of TrainingArguments values that do not fit together
         ("classification", ["--model_type", "gpt2", "--dataset_name", "bbc_news", "--load_best_model_at_end", "true",
                             "--eval_strategy", "epoch", "--save_strategy", "steps", "--output_dir", "{tmp}/o"],

@@ -134,12 +134,14 @@ class Recipe:
         model_args = self.model_args
         if model_args.model_type is not None:
             return set(AutoConfig.for_model(model_args.model_type).to_dict())
+        path = model_args.model_name_or_path
+        if "/" in path and path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+            # transformers would read it as a malformed Hub id: a folder that is not there is the likelier mistake.
+            raise RecipeError(f"`--model_name_or_path`={path!r}: no such folder (give a model folder or a Hub id).")
         try:
-            return set(AutoConfig.from_pretrained(model_args.model_name_or_path).to_dict())
-        except OSError as error:  # no such folder or Hub id: transformers' message says which
-            raise RecipeError(
-                f"`--model_name_or_path`={model_args.model_name_or_path!r} cannot be loaded: {error}"
-            ) from None
+            return set(AutoConfig.from_pretrained(path).to_dict())
+        except OSError as error:  # not a model folder, or a Hub id that cannot be had: transformers says which
+            raise RecipeError(f"`--model_name_or_path`={path!r} cannot be loaded: {error}") from None
 
     def config_for_overrides(self, overrides: dict):
         """The configuration `--config_overrides` apply to, built with them: wrong types and values fail here, before
