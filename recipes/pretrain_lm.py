@@ -2,8 +2,10 @@
 
 The logic lives in `hf_heads.training.language_modeling`."""
 
-from hf_heads.training.language_modeling import main
+import sys
+
+from hf_heads.training.language_modeling import command_line
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(command_line())

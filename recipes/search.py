@@ -1,7 +1,9 @@
 """Hyperparameter search over a recipe: `python recipes/search.py --help` (the logic: `hf_heads.training.search`)."""
 
-from hf_heads.training.search import main
+import sys
+
+from hf_heads.training.search import command_line
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(command_line())

@@ -2,8 +2,10 @@
 
 The logic lives in `hf_heads.training.classification`."""
 
-from hf_heads.training.classification import main
+import sys
+
+from hf_heads.training.classification import command_line
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(command_line())

@@ -164,7 +164,7 @@ CASES = [
     ("model-type", "--model_type bert", lambda t: classifier_run(t, "--model_type", "bert"),
      ValueError, r"`--model_type`='bert' is not supported; accepted: gpt2, gaam_gpt2"),
     ("config-overrides", "--config_overrides n_layer", lambda t: classifier_run(t, "--config_overrides", "n_layer"),
-     ValueError, r"`--config_overrides` item 'n_layer' is not `name=value`"),
+     ValueError, r"`--config_overrides` 'n_layer' is not `name=value` \(entries are separated by commas"),
     ("weight-init", "--weight_init zeros", lambda t: classifier_run(t, "--weight_init", "zeros"),
      ValueError, r"`--weight_init`='zeros' is not supported; accepted: default, xavier_uniform"),
     ("lora-rank", "--lora_r -1", lambda t: classifier_run(t, "--lora_r", "-1"),
@@ -215,12 +215,17 @@ CASES = [
      ValueError, r"Unknown key in .*run.yaml: num_train_epoch \(did you mean num_train_epochs\?\)"),
     ("override-field", "misspelt --config_overrides fields",
      lambda t: classifier_run(t, "--config_overrides", "gaam_num_head=8,classifer_pooling=mean"),
-     ValueError, r"Unknown `--config_overrides` field: gaam_num_head \(did you mean gaam_num_heads\?\), "
-                 r"classifer_pooling \(did you mean classifier_pooling\?\)"),
+     ValueError, r"`--config_overrides` has 2 wrong entries:\n  - gaam_num_head=8: not a field of the model's "
+                 r"configuration \(did you mean gaam_num_heads\?\)\n  - classifer_pooling='mean': not a field of the "
+                 r"model's configuration \(did you mean classifier_pooling\?\)"),
     ("override-set-by-recipe", "--config_overrides num_labels=3", lambda t: classifier_run(t, "--config_overrides",
                                                                                       "num_labels=3"),
-     ValueError, r"`--config_overrides` cannot set num_labels: the recipe sets it itself \(`num_labels` comes from "
-                 r"the data's labels and --problem_type\)"),
+     ValueError, r"`--config_overrides` has 1 wrong entry:\n  - num_labels=3: the recipe sets it itself \(it comes "
+                 r"from the data's labels and --problem_type\)"),
+    ("override-shape", "n_embd that n_head does not divide",
+     lambda t: classifier_run(t, "--config_overrides", "n_layer=1,n_embd=30,n_head=4"),
+     ValueError, r"- n_embd=30 and n_head=4: n_embd must be a multiple of n_head .*; with n_embd=30, n_head 3 or 5 "
+                 r"\(divisors of 30: 1, 2, 3, 5, 6, 10, 15, 30\); with n_head=4, n_embd 28 or 32"),
     ("problem-type", "--problem_type multi_label", lambda t: classifier_run(t, "--problem_type", "multi_label"),
      ValueError, r"`--problem_type`='multi_label' is not supported; accepted: single_label_classification, "),
     ("label-delimiter", "--label_delimiter without multi-label", lambda t: classifier_run(t, "--label_delimiter", "|"),
@@ -243,12 +248,19 @@ CASES = [
      lambda t: jsonl_run(t, [{"text": "a", "label": "x"}, {"text": 5, "label": "y"}]),
      ValueError, r"The train file '.*train.jsonl': column 'text' holds a value of type int at row 1 \(0-based\): '5'; texts must be "
                  r"strings"),
+    ("csv-ragged", "a CSV line with a field too many (an unquoted comma)", lambda t: csv_run(t, ["a,x", "b, c,y"]),
+     ValueError, r"`--train_file` '.*train.csv': line 3 has 3 fields, where the header \(line 1\) has 2 \('text', "
+                 r"'label'\); lines as an editor numbers them. A field that holds ',' must be quoted"),
     ("other-columns", "a validation file without the text column",
      lambda t: csv_run(t, ["a,x", "b,y"], "--validation_file", write_csv(t, "validation.csv", ["body,label", "a,x"])),
      ValueError, r"The validation file '.*validation.csv' has no column 'text'; its columns are \['body', 'label'\]"),
     # Recipes: labels and splits
     ("label-missing", "an empty label cell", lambda t: csv_run(t, ["a,x", "b,", "c,y"]),
      ValueError, r"The train split's label column 'label' has no label in 1 row 1 \(0-based, header excluded\)"),
+    ("label-whitespace", "labels that differ only by a trailing space", lambda t: csv_run(t, ["a,x", "b,x ", "c,y"]),
+     ValueError, r"Label column 'label' has labels that differ only by surrounding whitespace, which would become "
+                 r"separate classes: 'x' \(train split, row 0 \(0-based, header excluded\)\) vs 'x ' \(train split, "
+                 r"row 1 \(0-based, header excluded\)\)"),
     ("label-single-class", "one class only", lambda t: csv_run(t, ["a,x", "b,x"]),
      ValueError, r"The train split's label column 'label' holds a single class \('x'\): a classifier needs at least 2"),
     ("label-float", "fractional labels without --problem_type regression", lambda t: csv_run(t, ["a,0.5", "b,1.5"]),

@@ -209,3 +209,29 @@ def test_a_source_split_serves_as_test_and_train_rows_are_limited_before_carving
     with pytest.raises(ValueError, match=r"`--test_split`='dev' is not a labelled split of the data other than train; "
                                          r"its splits are \['train', 'test'\]"):
         main([*TINY, "--dataset_name", "bbc_news", "--test_split", "dev", "--output_dir", str(tmp_path / "out2")])
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        # A quoted field spans lines 2-3, so the record with a field too many starts on line 4 of the editor; the one
+        # with a field too few is on line 6 (line 5 is blank and skipped, as pandas skips it).
+        (["text,label", '"two', 'lines",a', "b,x,extra", "", "just text", "c,y"],
+         r"`--train_file` '.*train.csv': line 4 has 3 fields, line 6 has 1 field, where the header \(line 1\) has 2 "
+         r"\('text', 'label'\); lines as an editor numbers them\. A field that holds ',' must be quoted"),
+        (["text,label", "a,x", '"never closed,y', "c,x"],
+         r"`--train_file` '.*train.csv' could not be read as csv: the quoted field that starts on line 3 is never "
+         r"closed"),
+    ],
+)
+def test_ragged_csv_lines_are_named_as_the_editor_shows_them(tmp_path, lines, message):
+    train = write_rows(tmp_path / "train.csv", lines[0], lines[1:])
+    with pytest.raises(ValueError, match=message):
+        main([*TINY, "--train_file", train, "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tsv_line_with_a_tab_too_many_is_named(tmp_path):
+    train = write_rows(tmp_path / "train.tsv", "text\tlabel", ["a, b\tx", "c\ty\tz", "d\tx"])
+    with pytest.raises(ValueError, match=r"line 3 has 3 fields, where the header \(line 1\) has 2"):
+        main([*TINY, "--train_file", train, "--output_dir", str(tmp_path / "out")])

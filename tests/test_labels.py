@@ -194,3 +194,24 @@ def test_files_the_parser_cannot_read_are_named(tmp_path, name, content, message
     with pytest.raises(ValueError, match=message) as caught:
         main([*TINY, "--train_file", str(tmp_path / name), "--output_dir", str(tmp_path / "out")])
     assert name in str(caught.value)
+
+
+def test_labels_differing_only_by_surrounding_whitespace_are_refused_naming_both(tmp_path):
+    """'sport' and 'sport ' (a trailing space, as spreadsheets leave them) would silently be two classes."""
+    tmp_path.joinpath("train.csv").write_text("text,label\na match,sport\nshares fell,business\nthe final,sport \n"
+                                              "a goal,sport\nprofits,business\n")
+    with pytest.raises(ValueError, match=r"Label column 'label' has labels that differ only by surrounding "
+                                         r"whitespace, which would become separate classes: 'sport' \(train split, "
+                                         r"rows 0, 3 \(0-based, header excluded\)\) vs 'sport ' \(train split, row 2 "
+                                         r"\(0-based, header excluded\)\)\. Write each label one way"):
+        main([*TINY, "--train_file", str(tmp_path / "train.csv"), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_whitespace_variants_across_splits_and_in_multi_label_lists_are_refused():
+    splits = splits_of(["a", "b", "a", "b"], test=["a ", "b"])
+    with pytest.raises(ValueError, match=r"'a' \(train split, rows 0, 2 .*\) vs 'a ' \(test split, row 0 "):
+        encode_labels(splits, "label", "single_label_classification")
+    lists = splits_of([["x", "y"], [" y"], ["x"]])
+    with pytest.raises(ValueError, match=r"' y' \(train split, row 1 .*\) vs 'y' \(train split, row 0 "):
+        encode_labels(lists, "label", "multi_label_classification")

@@ -172,3 +172,29 @@ def test_a_gpt2_checkpoint_continues_as_gaam_gpt2(text_file, tmp_path):
     before, after = load_file(tmp_path / "gpt2" / "model.safetensors"), load_file(tmp_path / "gaam" / "model.safetensors")
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
     assert {k for k in after if k not in before} and all(".gaam" in k for k in after if k not in before)
+
+
+def test_left_out_lines_are_counted_and_an_empty_prompt_generates(tmp_path, capsys):
+    """Empty and whitespace-only lines are left out of the text (said in the log and the card), lines with no
+    character of the alphabet too; an empty sample prompt starts from the end-of-text token."""
+    words = "anarchism originated as a term of abuse first used against early working class radicals".split()
+    lines = [" ".join(words[i:] + words[:i]) for i in range(len(words))] * 4
+    lines[3:3] = ["", "   ", "1914 - 1918", ""]  # three empty once read; one empty once cleaned to a-z and space
+    (tmp_path / "text.txt").write_text("\n".join(lines) + "\n")
+    pretrain_lm.main([
+        "--model_type", "gpt2", "--tokenizer", "char", "--config_overrides", "n_layer=1,n_embd=16,n_head=2",
+        "--train_file", str(tmp_path / "text.txt"), "--block_size", "32", "--max_steps", "1", "--output_dir",
+        str(tmp_path / "out"), "--sample_prompts", "|an", *COMMON,
+    ])
+    out = capsys.readouterr().out
+    total = len(lines)
+    first = (f"The train file '{tmp_path / 'text.txt'}': 3 of {total} lines are empty or whitespace only and are left "
+             f"out; the language model trains on the other {total - 3}.")
+    second = (f"The train file '{tmp_path / 'text.txt'}': 1 of {total - 3} lines hold no character of --char_alphabet "
+              f"and are left out; the language model trains on the other {total - 4}.")
+    assert first in out and second in out
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "3 of" in card and "are empty or whitespace only and are left out" in card
+    samples = [line for line in out.splitlines() if "|" in line and not line.startswith(("rank", "{"))]
+    assert any(line.startswith("<eos>|") for line in samples), out[-2000:]
+    assert any(line.startswith("an|") for line in samples), out[-2000:]

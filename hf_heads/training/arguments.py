@@ -12,8 +12,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
+from huggingface_hub.errors import StrictDataclassError
 from transformers import HfArgumentParser, TrainingArguments
 
+from .errors import MissingFileError, RecipeError
 from .initialization import WEIGHT_INIT_SCHEMES
 
 
@@ -107,12 +109,15 @@ class RecipeArgumentParser(HfArgumentParser):
         given = [item[2:].split("=", 1)[0] for item in flags if item.startswith("--")]
         unknown = [name for name in given if name not in self.accepted_flags()]
         if unknown:
-            raise ValueError(unknown_names_message("argument", unknown, self.field_names(), "flag"))
-        *outputs, remaining = self.parse_args_into_dataclasses(
-            args=flags, return_remaining_strings=True, look_for_args_file=False
-        )
+            raise RecipeError(unknown_names_message("argument", unknown, self.field_names(), "flag"))
+        try:
+            *outputs, remaining = self.parse_args_into_dataclasses(
+                args=flags, return_remaining_strings=True, look_for_args_file=False
+            )
+        except ValueError as error:  # `TrainingArguments` refusing a combination of the given values
+            raise RecipeError(f"The arguments do not fit together: {error}") from None
         if remaining:
-            raise ValueError(f"Arguments {remaining} are not `--name value` pairs; see --help.")
+            raise RecipeError(f"Arguments {remaining} are not `--name value` pairs; see --help.")
         names = [name.replace("-", "_") for name in given]
         explicit = {name.removeprefix("no_") if name.removeprefix("no_") in self.field_names() else name
                     for name in names}
@@ -125,10 +130,10 @@ class RecipeArgumentParser(HfArgumentParser):
         """A YAML/JSON file of arguments, every key checked, as the flags it stands for."""
         file = Path(path)
         if not file.is_file():
-            raise FileNotFoundError(f"arguments file {path!r} does not exist.")
+            raise MissingFileError(f"arguments file {path!r} does not exist.")
         values = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
         if not isinstance(values, dict):
-            raise ValueError(
+            raise RecipeError(
                 f"arguments file {path!r} must map argument names to values, got {type(values).__name__}."
             )
         return self.mapping_as_flags(values, path)
@@ -137,7 +142,7 @@ class RecipeArgumentParser(HfArgumentParser):
         """A mapping of argument names to values (a YAML file, a search file's `arguments`) as flags; keys checked."""
         unknown = [key for key in values if key not in self.field_names()]
         if unknown:
-            raise ValueError(unknown_names_message(f"key in {source}", unknown, self.field_names(), "key"))
+            raise RecipeError(unknown_names_message(f"key in {source}", unknown, self.field_names(), "key"))
         flags = []
         for name, value in values.items():
             if value is None:
@@ -178,10 +183,16 @@ class RecipeTrainingArguments(TrainingArguments):
 
 def parse_overrides(text: str | None) -> dict:
     """`a=1,b=x,c=[1,2]` as a dict, values read as JSON where they parse (numbers, booleans, lists)."""
+    items = list(filter(None, split_top_level(text or "")))
+    malformed = [item for item in items if "=" not in item]
+    if malformed:
+        verb = "is" if len(malformed) == 1 else "are"
+        raise RecipeError(
+            f"`--config_overrides` {', '.join(map(repr, malformed))} {verb} not `name=value` (entries are separated by "
+            "commas, e.g. n_layer=2,n_embd=128)."
+        )
     overrides = {}
-    for item in filter(None, split_top_level(text or "")):
-        if "=" not in item:
-            raise ValueError(f"`--config_overrides` item {item!r} is not `name=value`.")
+    for item in items:
         name, value = item.split("=", 1)
         try:
             overrides[name.strip()] = json.loads(value)
@@ -203,17 +214,70 @@ def split_top_level(text: str) -> list[str]:
     return items + [current]
 
 
-def check_overrides(overrides: dict, accepted: set[str], set_by_recipe: dict[str, str]) -> None:
+def check_overrides(overrides: dict, accepted: set[str], set_by_recipe: dict[str, str], build_config) -> None:
     """
-    Every `--config_overrides` name must be a field of the configuration (`accepted`), and none of those the recipe
-    sets itself (`set_by_recipe`: name -> where its value comes from).
+    Every `--config_overrides` entry, checked before any data is read, and every wrong one reported in one error: a
+    name that is not a field of the configuration (`accepted`), one the recipe sets itself (`set_by_recipe`: name ->
+    where its value comes from), a value the configuration refuses (`build_config(overrides)` builds it), and an
+    attention shape that would only fail when the model is built.
     """
-    refused = [name for name in overrides if name in set_by_recipe]
-    if refused:
-        reasons = "; ".join(f"`{name}` comes from {set_by_recipe[name]}" for name in refused)
-        raise ValueError(
-            f"`--config_overrides` cannot set {', '.join(refused)}: the recipe sets it itself ({reasons})."
-        )
-    unknown = [name for name in overrides if name not in accepted]
-    if unknown:
-        raise ValueError(unknown_names_message("`--config_overrides` field", unknown, sorted(accepted), "field"))
+    problems, valid = [], {}
+    for name, value in overrides.items():
+        if name in set_by_recipe:
+            problems.append(f"{name}={value!r}: the recipe sets it itself (it comes from {set_by_recipe[name]})")
+        elif name not in accepted:
+            close = difflib.get_close_matches(name, sorted(accepted), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "no field has a similar name"
+            problems.append(f"{name}={value!r}: not a field of the model's configuration ({hint})")
+        else:
+            # One entry at a time, so that each wrong value is named, not only the first one the configuration meets.
+            problem = config_refusal(build_config, {name: value})
+            if problem is None:
+                valid[name] = value
+            else:
+                problems.append(f"{name}={value!r}: {problem}")
+    # What is wrong only in combination, among the entries that are right on their own.
+    problem = config_refusal(build_config, valid)
+    if problem is not None:
+        problems.append(f"together: {problem}")
+    else:
+        problems += attention_shape_problems(build_config(valid), valid)
+    if problems:
+        listed = "".join(f"\n  - {problem}" for problem in problems)
+        entries = "entry" if len(problems) == 1 else "entries"
+        raise RecipeError(f"`--config_overrides` has {len(problems)} wrong {entries}:{listed}")
+
+
+def config_refusal(build_config, overrides: dict) -> str | None:
+    """Why the configuration refuses `overrides` (its own message, on one line), or None when it takes them."""
+    try:
+        build_config(overrides)
+    except (StrictDataclassError, TypeError, ValueError) as error:
+        return " ".join(str(error).split())
+    return None
+
+
+def attention_shape_problems(config, overrides: dict) -> list[str]:
+    """
+    GPT-2's attention splits `n_embd` features into `n_head` heads of equal size; transformers checks it only when the
+    model is built. Named here with the values that fit, when an override set either of them.
+    """
+    if not {"n_embd", "n_head"} & set(overrides) or not hasattr(config, "n_embd") or not hasattr(config, "n_head"):
+        return []
+    n_embd, n_head = config.n_embd, config.n_head
+    given = {name: f"{name}={getattr(config, name)}" + ("" if name in overrides else " (not overridden)")
+             for name in ("n_embd", "n_head")}
+    if not (isinstance(n_head, int) and n_head > 0):
+        return [f"{given['n_head']}: the number of attention heads must be a positive integer"]
+    if not (isinstance(n_embd, int) and n_embd > 0) or n_embd % n_head == 0:
+        return []
+    divisors = [heads for heads in range(1, n_embd + 1) if n_embd % heads == 0]
+    nearest_heads = sorted({max((d for d in divisors if d < n_head), default=None),
+                            min((d for d in divisors if d > n_head), default=None)} - {None})
+    widths = sorted({n_embd // n_head * n_head, (n_embd // n_head + 1) * n_head} - {0})
+    return [
+        f"{given['n_embd']} and {given['n_head']}: n_embd must be a multiple of n_head (each attention head takes "
+        f"n_embd / n_head features); with n_embd={n_embd}, n_head {' or '.join(map(str, nearest_heads))} "
+        f"(divisors of {n_embd}: {', '.join(map(str, divisors))}); with n_head={n_head}, n_embd "
+        f"{' or '.join(map(str, widths))}"
+    ]

@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .errors import RecipeError
+
 
 REFERENCE_NAME = "frozen_weights.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -58,7 +60,7 @@ def check_frozen_weights(checkpoint_dir, model) -> None:
     reference = json.loads(reference_path.read_text())
     current = frozen_weights_hash(model)
     if current != reference["sha256"]:
-        raise ValueError(
+        raise RecipeError(
             f"Checkpoint {checkpoint_dir} was trained on the frozen weights of {reference['source']} "
             f"(sha256 {reference['sha256'][:12]}), but the model being resumed holds other frozen weights "
             f"({weights_source(model)}, sha256 {current[:12]}). Load the backbone the run started from, or start a "

@@ -31,6 +31,7 @@ from .data import (
     load_source,
     select_columns,
 )
+from .errors import RecipeError, run_from_command_line
 from .initialization import initialize_new_weights
 from .labels import PROBLEM_TYPES, encode_labels
 from .metrics import compute_metrics_for, load_metric, predictions_for
@@ -157,50 +158,50 @@ class ClassifierRecipe(Recipe):
         head, data = self.head_args, self.data_args
         if head.head_type is not None:
             if head.head_type not in HEAD_TYPES:
-                raise ValueError(
+                raise RecipeError(
                     f"`--head_type`={head.head_type!r} is not supported; accepted: {', '.join(HEAD_TYPES)}."
                 )
             if self.model_args.model_name_or_path is None:
-                raise ValueError(
+                raise RecipeError(
                     "`--head_type` puts a head on a pretrained backbone: give `--model_name_or_path` too."
                 )
             if self.model_args.model_type is not None:
-                raise ValueError(
+                raise RecipeError(
                     "`--head_type` keeps the backbone's own architecture; drop "
                     f"`--model_type`={self.model_args.model_type!r}."
                 )
         if head.cache_backbone_features and head.head_type is None:
-            raise ValueError("`--cache_backbone_features` applies to `headed` models (`--head_type`).")
+            raise RecipeError("`--cache_backbone_features` applies to `headed` models (`--head_type`).")
         if head.cache_backbone_features and not head.freeze_backbone:
-            raise ValueError(
+            raise RecipeError(
                 "`--cache_backbone_features` needs `--freeze_backbone` (a training backbone's features change)."
             )
         if head.cache_backbone_features and head.lora_r:
-            raise ValueError(
+            raise RecipeError(
                 "`--cache_backbone_features` and `--lora_r` exclude each other: LoRA changes the backbone."
             )
         if head.lora_r < 0:
-            raise ValueError(f"`--lora_r` must be 0 (off) or positive, got {head.lora_r}.")
+            raise RecipeError(f"`--lora_r` must be 0 (off) or positive, got {head.lora_r}.")
         if data.problem_type not in PROBLEM_TYPES:
-            raise ValueError(
+            raise RecipeError(
                 f"`--problem_type`={data.problem_type!r} is not supported; accepted: {', '.join(PROBLEM_TYPES)}."
             )
         if data.label_delimiter is not None and data.problem_type != "multi_label_classification":
-            raise ValueError(
+            raise RecipeError(
                 "`--label_delimiter` splits multi-label cells: pass `--problem_type multi_label_classification`."
             )
         if data.text_column == data.label_column:
-            raise ValueError(f"`--text_column` and `--label_column` are both {data.text_column!r}; they must differ.")
+            raise RecipeError(f"`--text_column` and `--label_column` are both {data.text_column!r}; they must differ.")
         if not 0 <= data.validation_split_percentage < 100:
-            raise ValueError(
+            raise RecipeError(
                 f"`--validation_split_percentage` must be in [0, 100), got {data.validation_split_percentage}."
             )
         if data.max_length < 2:
-            raise ValueError(f"`--max_length` must be at least 2, got {data.max_length}.")
+            raise RecipeError(f"`--max_length` must be at least 2, got {data.max_length}.")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(data, name)
             if value is not None and value < 1:
-                raise ValueError(f"`--{name}` must be a positive number of rows (or left out for all), got {value}.")
+                raise RecipeError(f"`--{name}` must be a positive number of rows (or left out for all), got {value}.")
         super().check_arguments()
         if head.head_type is not None and head.freeze_backbone and "learning_rate" not in self.explicit:
             self.training_args.learning_rate = HEADS[head.head_type].default_learning_rate
@@ -270,7 +271,7 @@ class ClassifierRecipe(Recipe):
         splits = drop_unlabeled_splits(splits, data.label_column)
         if data.test_split is not None:
             if data.test_split not in splits or data.test_split == "train":
-                raise ValueError(f"`--test_split`={data.test_split!r} is not a labelled split of the data other than "
+                raise RecipeError(f"`--test_split`={data.test_split!r} is not a labelled split of the data other than "
                                  f"train; its splits are {list(splits)}.")
             splits = DatasetDict({**{k: v for k, v in splits.items() if k != data.test_split},
                                   "test": splits[data.test_split]})
@@ -422,3 +423,8 @@ def freeze_all_but_head_and_gaam(model) -> None:
 def main(argv=None) -> dict:
     """`hf-heads-train-classifier` / `recipes/train_classifier.py`: flags, or a YAML/JSON file followed by flags."""
     return ClassifierRecipe.from_argv(argv).run()
+
+
+def command_line() -> int:
+    """The `hf-heads-train-classifier` command: a user mistake prints one `error:` line and exits with status 2."""
+    return run_from_command_line(main, ClassifierRecipe.prog)

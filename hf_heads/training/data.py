@@ -5,10 +5,14 @@ column, the row and what was found, before any model is built.
 """
 
 import codecs
+import contextlib
+import csv
 import json
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+from .errors import MissingFileError, RecipeError
 
 
 def _bbc_news_folder() -> Path:
@@ -44,7 +48,7 @@ def split_stratified(
 ) -> DatasetDict:
     """"train" and "test" splits of `corpus`, stratified by its label column; the same seed gives the same split."""
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"`test_size` must be a fraction in (0, 1), got {test_size!r}.")
+        raise RecipeError(f"`test_size` must be a fraction in (0, 1), got {test_size!r}.")
     return corpus.train_test_split(test_size=test_size, seed=seed, stratify_by_column=label_column)
 
 
@@ -73,12 +77,12 @@ def check_data_file(flag: str, path: str, encoding: str) -> str:
     """The file's format; a missing file, a directory, an unknown suffix or undecodable bytes are errors."""
     file = Path(path)
     if file.is_dir():
-        raise ValueError(f"`--{flag}` {path!r} is a directory; give one data file ({', '.join(LOCAL_FORMATS)}).")
+        raise RecipeError(f"`--{flag}` {path!r} is a directory; give one data file ({', '.join(LOCAL_FORMATS)}).")
     if not file.is_file():
-        raise FileNotFoundError(f"`--{flag}` {path!r} does not exist.")
+        raise MissingFileError(f"`--{flag}` {path!r} does not exist.")
     suffix = file.suffix.lower()
     if suffix not in LOCAL_FORMATS:
-        raise ValueError(f"`--{flag}` {path!r}: unknown format {suffix!r}; accepted: {', '.join(LOCAL_FORMATS)}.")
+        raise RecipeError(f"`--{flag}` {path!r}: unknown format {suffix!r}; accepted: {', '.join(LOCAL_FORMATS)}.")
     if LOCAL_FORMATS[suffix] != "parquet":
         check_encoding(flag, file, encoding)
     return LOCAL_FORMATS[suffix]
@@ -88,7 +92,7 @@ def check_encoding(flag: str, file: Path, encoding: str) -> None:
     try:
         decoder = codecs.getincrementaldecoder(encoding)()
     except LookupError:
-        raise ValueError(
+        raise RecipeError(
             f"`--encoding`={encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252)."
         )
     line = 1
@@ -98,7 +102,7 @@ def check_encoding(flag: str, file: Path, encoding: str) -> None:
                 line += decoder.decode(chunk).count("\n")
             except UnicodeDecodeError as error:
                 line += decoder.decode(chunk[: error.start], final=False).count("\n") if error.start else 0
-                raise ValueError(
+                raise RecipeError(
                     f"`--{flag}` {str(file)!r} is not {encoding} text: byte {chunk[error.start:error.start + 1]!r} on "
                     f"line {line} cannot be decoded. Pass the file's encoding, e.g. `--encoding latin-1` or "
                     "`--encoding cp1252`."
@@ -119,11 +123,69 @@ def json_records(file: Path, encoding: str):
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise ValueError(
+                raise RecipeError(
                     f"{str(file)!r} could not be read as json: line {number} is not a JSON record ({error.msg} at "
                     f"column {error.colno})."
                 ) from None
     return enumerate(records)
+
+
+def check_csv_fields(flag: str, path: str, encoding: str, delimiter: str) -> None:
+    """
+    Every record has as many fields as the header. pandas numbers a record with too many fields by a count of its own
+    and fills one with too few with missing values; the user needs the line their editor shows and both counts.
+    """
+    ragged = []
+    with open(path, encoding=encoding, newline="") as handle, _long_csv_fields():
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            header = next(reader, [])
+            line = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
+            for record in reader:
+                record_start, line = line, reader.line_num + 1
+                if record and len(record) != len(header):  # an empty line is skipped, as pandas does
+                    ragged.append((record_start, len(record)))
+        except csv.Error:
+            return  # what Python's csv module cannot read, pandas reports when it reads the file
+    if not ragged:
+        return
+    # A quote that is never closed swallows the rest of the file into one ragged last record: say that instead.
+    if ragged[-1][0] == record_start and _opens_unclosed_quote(path, encoding, delimiter, record_start):
+        raise RecipeError(
+            f"`--{flag}` {path!r} could not be read as csv: the quoted field that starts on line {record_start} is "
+            'never closed (a `"` without its closing `"`).'
+        )
+    shown = ", ".join(f"line {number} has {count} field{'s' if count != 1 else ''}" for number, count in ragged[:5])
+    more = f" (and {len(ragged) - 5} more)" if len(ragged) > 5 else ""
+    columns = ", ".join(map(repr, header))
+    raise RecipeError(
+        f"`--{flag}` {path!r}: {shown}{more}, where the header (line 1) has {len(header)} ({columns}); lines as "
+        f"an editor numbers them. A field that holds {delimiter!r} must be quoted (\"...\"); complete or remove the "
+        "short lines."
+    )
+
+
+@contextlib.contextmanager
+def _long_csv_fields():
+    """Python's csv module refuses fields over 128 KiB by default; a whole article in one cell is a valid field."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _opens_unclosed_quote(path: str, encoding: str, delimiter: str, line: int) -> bool:
+    """Whether the record starting on `line` opens a quoted field that the file never closes."""
+    with open(path, encoding=encoding, newline="") as handle, _long_csv_fields():
+        for _ in range(line - 1):
+            handle.readline()
+        try:
+            list(csv.reader(handle, delimiter=delimiter, strict=True))
+        except csv.Error as error:
+            return "unexpected end of data" in str(error)
+    return False
 
 
 def load_local_file(flag: str, path: str, encoding: str) -> Dataset:
@@ -144,19 +206,21 @@ def load_local_file(flag: str, path: str, encoding: str) -> Dataset:
     if kind == "parquet":
         options = {}
     if kind in ("csv", "json") and Path(path).stat().st_size == 0:
-        raise ValueError(f"`--{flag}` {path!r} is empty (0 bytes).")
+        raise RecipeError(f"`--{flag}` {path!r} is empty (0 bytes).")
+    if kind == "csv":
+        check_csv_fields(flag, path, options["encoding"], options.get("delimiter", ","))
     try:
         split = load_dataset(kind, data_files={"train": path}, **options)["train"]
     except DatasetGenerationError as error:
         # A file the parser cannot read (an unclosed quote, a broken JSON line): name the file and the parser's reason.
         cause = error.__cause__ or error.__context__ or error
-        raise ValueError(
+        raise RecipeError(
             f"`--{flag}` {path!r} could not be read as {kind}: {type(cause).__name__}: {cause}"
         ) from error
     except ValueError as error:
         # `datasets` says 'Instruction "train" corresponds to no data!' for a file with a header and no rows.
         if "corresponds to no data" in str(error):
-            raise ValueError(f"`--{flag}` {path!r} has no rows.") from error
+            raise RecipeError(f"`--{flag}` {path!r} has no rows.") from error
         raise
     return split
 
@@ -171,7 +235,7 @@ def load_source(
     from datasets import load_dataset
 
     if (dataset_name is None) == (not data_files):
-        raise ValueError("Give either `--dataset_name` or data files (`--train_file`, ...), not both and not neither.")
+        raise RecipeError("Give either `--dataset_name` or data files (`--train_file`, ...), not both and not neither.")
     if dataset_name in embedded:
         splits = embedded[dataset_name]()
     elif dataset_name is not None:
@@ -181,15 +245,16 @@ def load_source(
             {split: load_local_file(f"{split}_file", path, encoding) for split, path in data_files.items()}
         )
     if "train" not in splits:
-        raise ValueError(f"The data has no training split; its splits are {list(splits)}.")
+        raise RecipeError(f"The data has no training split; its splits are {list(splits)}.")
     return splits
 
 
-def describe_split(split: str, data_files: dict | None) -> str:
+def describe_split(split: str, data_files: dict | None, starts_sentence: bool = False) -> str:
     """'the train file 'x.csv'' for local files, 'the train split' otherwise (for error messages)."""
+    article = "The" if starts_sentence else "the"  # not str.capitalize(): it would lower-case the file's path
     if data_files and split in data_files:
-        return f"the {split} file {data_files[split]!r}"
-    return f"the {split} split"
+        return f"{article} {split} file {data_files[split]!r}"
+    return f"{article} {split} split"
 
 
 def select_columns(
@@ -198,15 +263,16 @@ def select_columns(
     """Each split reduced to `columns`; a split without one of them is an error naming the flag that chose it."""
     kept = {}
     for name, split in splits.items():
+        source = describe_split(name, data_files, starts_sentence=True)
         missing = [column for column in columns if column not in split.column_names]
         if missing:
             options = " / ".join(f"`--{flags[column]}`" for column in missing)
-            raise ValueError(
-                f"{describe_split(name, data_files).capitalize()} has no column {', '.join(map(repr, missing))}; its "
-                f"columns are {split.column_names} (set {options})."
+            raise RecipeError(
+                f"{source} has no column {', '.join(map(repr, missing))}; its columns are {split.column_names} (set "
+                f"{options})."
             )
         if len(split) == 0:
-            raise ValueError(f"{describe_split(name, data_files).capitalize()} has no rows.")
+            raise RecipeError(f"{source} has no rows.")
         kept[name] = split.select_columns(columns)
     return DatasetDict(kept)
 
@@ -224,10 +290,10 @@ def check_texts(splits: DatasetDict, column: str, data_files: dict | None) -> Da
         if not is_text and not (is_csv(name, data_files) and isinstance(feature, Value)):
             for row, value in enumerate(split[column]):
                 if value is not None and not isinstance(value, str):
-                    raise ValueError(
-                        f"{describe_split(name, data_files).capitalize()}: column {column!r} holds a value of type "
-                        f"{type(value).__name__} at row {row} (0-based): {str(value)[:60]!r}; texts must be strings "
-                        "(set `--text_column` to the column that holds the text)."
+                    raise RecipeError(
+                        f"{describe_split(name, data_files, starts_sentence=True)}: column {column!r} holds a value "
+                        f"of type {type(value).__name__} at row {row} (0-based): {str(value)[:60]!r}; texts must be "
+                        "strings (set `--text_column` to the column that holds the text)."
                     )
         features = split.features.copy()
         features[column] = Value("string")
@@ -260,7 +326,7 @@ def check_json_label_types(data_files: dict | None, column: str, encoding: str) 
             first.setdefault(kind, (row, value))
             if len(first) == 2:
                 (row_a, a), (row_b, b) = first["number"], first["string"]
-                raise ValueError(
+                raise RecipeError(
                     f"The {split} file {path!r}: label column {column!r} mixes numbers and strings ({a!r} at row "
                     f"{row_a}, {b!r} at row {row_b}, 0-based). Write every label the same way."
                 )
@@ -283,7 +349,7 @@ def drop_unlabeled_splits(splits: DatasetDict, label_column: str) -> DatasetDict
             warnings.warn(f"The {name} split has no labels (all -1, as GLUE's hidden test sets); it is not used.")
             continue
         if negative:
-            raise ValueError(
+            raise RecipeError(
                 f"The {name} split has {negative} row(s) with label -1 (no label); accepted labels are 0.."
                 f"{split.features[label_column].num_classes - 1}. Remove those rows or give labelled data."
             )

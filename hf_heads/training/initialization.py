@@ -4,6 +4,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .errors import RecipeError
+
 
 WEIGHT_INIT_SCHEMES = ("default", "xavier_uniform", "xavier_normal", "kaiming_normal", "orthogonal")
 
@@ -18,7 +20,7 @@ def initialize_new_weights(model: nn.Module, scheme: str, new_parameters: set[st
     the schemes are defined for weight matrices. Returns the names of the re-initialised parameters.
     """
     if scheme not in WEIGHT_INIT_SCHEMES:
-        raise ValueError(f"`weight_init`={scheme!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}.")
+        raise RecipeError(f"`weight_init`={scheme!r} is not supported; accepted: {', '.join(WEIGHT_INIT_SCHEMES)}.")
     if scheme == "default":
         return []
     initializer = {

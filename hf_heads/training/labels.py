@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from datasets import ClassLabel, DatasetDict, Sequence, Value
 
+from .errors import RecipeError
+
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
@@ -55,7 +57,7 @@ def _check_no_missing(splits: DatasetDict, column: str) -> None:
     for split, data in splits.items():
         missing = [row for row, value in enumerate(data[column]) if value is None or value == ""]
         if missing:
-            raise ValueError(
+            raise RecipeError(
                 f"{_where(split, column)} has no label in {len(missing)} {rows_text(missing)}. Give every row a "
                 "label, or remove those rows."
             )
@@ -70,18 +72,18 @@ def _class_value(value, split: str, column: str, row: int):
     if isinstance(value, float):
         if math.isfinite(value) and value == int(value):
             return int(value)
-        raise ValueError(
+        raise RecipeError(
             f"{_where(split, column)} holds the non-integral number {value!r} at {rows_text([row])}: class labels "
             "must be integers or strings. For a numeric target pass `--problem_type regression`."
         )
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        raise ValueError(
+        raise RecipeError(
             f"{_where(split, column)} holds a list ({value!r}) at {rows_text([row])}: for several labels per text "
             "pass `--problem_type multi_label_classification`."
         )
-    raise ValueError(
+    raise RecipeError(
         f"{_where(split, column)} holds a {type(value).__name__} ({value!r}) at {rows_text([row])}; accepted labels: "
         "integers or strings (single-label), lists (multi-label), numbers (regression)."
     )
@@ -94,14 +96,16 @@ def single_label_space(splits: DatasetDict, column: str) -> tuple[LabelSpace, di
         return LabelSpace("single_label_classification", list(feature.names)), {}
     values = {}
     kinds = {}
+    where = {}  # label -> split -> its first rows, to name the spellings of one label
     for split, data in splits.items():
         for row, value in enumerate(data[column]):
             value = _class_value(value, split, column, row)
             values.setdefault(split, set()).add(value)
             kinds.setdefault(type(value), (split, row, value))
+            _note_row(where, value, split, row)
     if len(kinds) > 1:
         (split_a, row_a, a), (split_b, row_b, b) = list(kinds.values())[:2]
-        raise ValueError(
+        raise RecipeError(
             f"Label column {column!r} mixes numbers and strings: {a!r} ({split_a} split, {rows_text([row_a])}) and "
             f"{b!r} ({split_b} split, {rows_text([row_b])}). Write every label the same way."
         )
@@ -111,25 +115,58 @@ def single_label_space(splits: DatasetDict, column: str) -> tuple[LabelSpace, di
         numbers = [(split, value) for split, value in written if as_number(value) is not None]
         words = [(split, value) for split, value in written if as_number(value) is None]
         if numbers and words:
-            raise ValueError(
+            raise RecipeError(
                 f"Label column {column!r} mixes numbers and strings: {numbers[0][1]!r} ({numbers[0][0]} split) and "
                 f"{words[0][1]!r} ({words[0][0]} split). Write every label the same way."
             )
+    _refuse_whitespace_variants(where, column)
     known = sorted(values["train"])  # numbers in numeric order, strings alphabetically
     if len(known) < 2:
-        raise ValueError(
+        raise RecipeError(
             f"{_where('train', column)} holds a single class ({known[0]!r}): a classifier needs at least 2. Give "
             "rows of the other classes, or pass `--problem_type regression` for a numeric target."
         )
     for split, seen in values.items():
         unseen = sorted(seen - set(known))
         if unseen:
-            raise ValueError(
+            raise RecipeError(
                 f"The {split} split has labels {unseen[:5]} that the training split does not; known labels: "
                 f"{known[:20]}."
             )
     index = {value: position for position, value in enumerate(known)}
     return LabelSpace("single_label_classification", [str(value) for value in known]), index
+
+
+def _note_row(where: dict, label, split: str, row: int, kept: int = 6) -> None:
+    rows = where.setdefault(label, {}).setdefault(split, [])
+    if len(rows) < kept:  # a few rows name a spelling; more than the message shows would only cost memory
+        rows.append(row)
+
+
+def _refuse_whitespace_variants(where: dict, column: str) -> None:
+    """
+    Labels that differ only by surrounding whitespace ('sport', 'sport ') would become separate classes without a
+    word. Which spelling the user meant cannot be known (the texts are not normalised either), so both are named with
+    their rows.
+    """
+    spellings = {}
+    for label in where:
+        if isinstance(label, str):
+            spellings.setdefault(label.strip(), []).append(label)
+    clashes = [sorted(group) for group in spellings.values() if len(group) > 1]
+    if not clashes:
+        return
+
+    def occurrences(label) -> str:
+        return "; ".join(f"{split} split, {rows_text(rows)}" for split, rows in where[label].items())
+
+    described = "; and ".join(
+        " vs ".join(f"{label!r} ({occurrences(label)})" for label in group) for group in clashes[:3]
+    )
+    raise RecipeError(
+        f"Label column {column!r} has labels that differ only by surrounding whitespace, which would become separate "
+        f"classes: {described}. Write each label one way (e.g. without the spaces)."
+    )
 
 
 def _label_list(value, delimiter: str | None, split: str, column: str, row: int) -> list[str]:
@@ -138,7 +175,7 @@ def _label_list(value, delimiter: str | None, split: str, column: str, row: int)
     if isinstance(value, list) and all(isinstance(item, (str, int)) and not isinstance(item, bool) for item in value):
         return [str(item) for item in value]
     hint = " or pass `--label_delimiter` to split strings" if isinstance(value, str) else ""
-    raise ValueError(
+    raise RecipeError(
         f"{_where(split, column)} holds {value!r} at {rows_text([row])}; multi-label classification needs a list of "
         f"labels per row (strings or integers){hint}."
     )
@@ -149,15 +186,21 @@ def multi_label_space(splits: DatasetDict, column: str, delimiter: str | None) -
         split: [_label_list(value, delimiter, split, column, row) for row, value in enumerate(data[column])]
         for split, data in splits.items()
     }
+    where = {}
+    for split, rows in lists.items():
+        for row, labels in enumerate(rows):
+            for label in labels:
+                _note_row(where, label, split, row)
+    _refuse_whitespace_variants(where, column)
     names = _sorted_names({label for labels in lists["train"] for label in labels})
     if len(names) < 2:
-        raise ValueError(
+        raise RecipeError(
             f"{_where('train', column)} holds {len(names)} distinct label(s); multi-label needs at least 2."
         )
     for split, rows in lists.items():
         unseen = sorted({label for labels in rows for label in labels} - set(names))
         if unseen:
-            raise ValueError(
+            raise RecipeError(
                 f"The {split} split has labels {unseen[:5]} that the training split does not; known: {names[:20]}."
             )
     return LabelSpace("multi_label_classification", names), {"lists": lists}
@@ -186,7 +229,7 @@ def regression_values(splits: DatasetDict, column: str) -> None:
     for split, data in splits.items():
         for row, value in enumerate(data[column]):
             if as_number(value) is None:
-                raise ValueError(
+                raise RecipeError(
                     f"{_where(split, column)} holds {value!r} ({type(value).__name__}) at {rows_text([row])}; "
                     "regression needs a finite number in every row."
                 )
@@ -201,7 +244,7 @@ def encode_labels(
     targets float32.
     """
     if problem_type not in PROBLEM_TYPES:
-        raise ValueError(f"`--problem_type`={problem_type!r} is not supported; accepted: {', '.join(PROBLEM_TYPES)}.")
+        raise RecipeError(f"`--problem_type`={problem_type!r} is not supported; accepted: {', '.join(PROBLEM_TYPES)}.")
     _check_no_missing(splits, column)
     if problem_type == "single_label_classification":
         space, index = single_label_space(splits, column)

@@ -3,7 +3,8 @@ Pretrain (or continue training) a causal language model with `Trainer`: GPT-2 or
 
 The text is tokenised ("bpe": a byte-level BPE trained on the training text; "char": one token per character of a
 fixed alphabet, text8's a–z + space by default, the text cleaned to that alphabet) and packed into blocks of
-`--block_size` tokens, as `transformers`' `run_clm.py` does. Validation: `--validation_file`, the source's validation
+`--block_size` tokens, as `transformers`' `run_clm.py` does; empty lines (and, for characters, lines left empty by the
+cleaning) are left out, and the log and the card say how many. Validation: `--validation_file`, the source's validation
 split, or the last `--validation_split_percentage`% of the blocks (said in the log and the card). Reported: loss,
 perplexity and, for character models, bits per character; then sample generations with each token's probability and
 its top-k alternatives.
@@ -19,8 +20,9 @@ import hf_heads
 from hf_heads.tokenization import TEXT8_ALPHABET, CharTokenizer, train_bpe_tokenizer
 
 from .arguments import DataArguments, ModelArguments, RecipeTrainingArguments, usage_text
+from .errors import RecipeError, run_from_command_line
 from .initialization import initialize_new_weights
-from .lm_data import hold_out_tail, load_text_corpus, normalize_to_alphabet, pack_into_blocks
+from .lm_data import drop_empty_texts, hold_out_tail, load_text_corpus, normalize_to_alphabet, pack_into_blocks
 from .recipe import Recipe
 from .tokenizer import fit_tokenizer_to_model
 
@@ -37,7 +39,8 @@ class LanguageModelArguments(ModelArguments):
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest improvement that counts."})
     sample_prompts: str | None = field(
         default=None,
-        metadata={"help": "'|'-separated prompts for the sample generations (default: one from the data)."},
+        metadata={"help": "'|'-separated prompts for the sample generations (default: one from the data); an "
+                  "empty prompt starts from the end-of-text token, as a new text does."},
     )
     sample_max_new_tokens: int = field(default=20, metadata={"help": "Tokens generated per sample (0: no samples)."})
     sample_top_k: int = field(default=5, metadata={"help": "Alternatives shown per generated token."})
@@ -81,11 +84,11 @@ class LanguageModelRecipe(Recipe):
 
     def check_arguments(self) -> None:
         if self.model_args.tokenizer not in TOKENIZERS:
-            raise ValueError(
+            raise RecipeError(
                 f"`--tokenizer`={self.model_args.tokenizer!r} is not supported; accepted: {', '.join(TOKENIZERS)}."
             )
         if self.data_args.block_size < 2:
-            raise ValueError(f"`--block_size` must be at least 2, got {self.data_args.block_size}.")
+            raise RecipeError(f"`--block_size` must be at least 2, got {self.data_args.block_size}.")
         super().check_arguments()
 
     @property
@@ -97,7 +100,7 @@ class LanguageModelRecipe(Recipe):
         files = {split: path for split, path in (("train", data.train_file), ("validation", data.validation_file))
                  if path}
         corpus = load_text_corpus(data.dataset_name, data.dataset_config_name, files or None, data.text_column,
-                                  encoding=data.encoding)
+                                  encoding=data.encoding, log=self.data_note)
         if self.is_char_model:
             with self.training_args.main_process_first(desc="cleaning text"):
                 corpus = corpus.map(
@@ -106,6 +109,9 @@ class LanguageModelRecipe(Recipe):
                     },
                     desc="Cleaning text to the alphabet",
                 )
+                # A line with no character of the alphabet is empty once cleaned.
+                corpus = drop_empty_texts(corpus, data.text_column, files or None,
+                                          "hold no character of --char_alphabet", log=self.data_note)
         self.corpus = corpus
         self.tokenizer = self.build_tokenizer(corpus["train"][data.text_column])
         self.first_model = self.new_model()
@@ -119,7 +125,7 @@ class LanguageModelRecipe(Recipe):
                       for name, split in tokenized.items()}
         for name, split in blocks.items():
             if len(split) == 0:
-                raise ValueError(f"The {name} text is shorter than one block of {data.block_size} tokens.")
+                raise RecipeError(f"The {name} text is shorter than one block of {data.block_size} tokens.")
         if "validation" not in blocks:
             blocks = dict(hold_out_tail(blocks["train"], data.validation_split_percentage))
             note = (f"No validation text given: the last {data.validation_split_percentage:g}% of the training blocks "
@@ -128,6 +134,11 @@ class LanguageModelRecipe(Recipe):
             print(note)
             self.split_notes.append(note)
         self.datasets = blocks
+
+    def data_note(self, message: str) -> None:
+        """What was left out of the text: in the log and in the card."""
+        self.log(message)
+        self.split_notes.append(message)
 
     def build_tokenizer(self, train_texts):
         model_args = self.model_args
@@ -196,11 +207,18 @@ class LanguageModelRecipe(Recipe):
             texts = self.corpus["validation" if "validation" in self.corpus else "train"][self.data_args.text_column]
             prompts = [" ".join((texts[0] if "validation" in self.corpus else texts[-1]).split()[:3])]
         model.eval()
-        return [
-            str(hf_heads.explain(model, self.tokenizer, prompt, max_new_tokens=model_args.sample_max_new_tokens,
-                                 top_k=model_args.sample_top_k))
-            for prompt in prompts
-        ]
+        samples = []
+        for prompt in prompts:
+            if not prompt:
+                # A tokenizer turns "" into no tokens, and `generate` needs at least one. The end-of-text token
+                # separates the texts of a training block, so after it the model starts a text, as from nothing.
+                if self.tokenizer.eos_token is None:
+                    samples.append("(empty prompt skipped: the tokenizer has no end-of-text token to start from)")
+                    continue
+                prompt = self.tokenizer.eos_token
+            samples.append(str(hf_heads.explain(model, self.tokenizer, prompt, top_k=model_args.sample_top_k,
+                                                max_new_tokens=model_args.sample_max_new_tokens)))
+        return samples
 
 
 def language_model_metrics(eval_loss: float, is_char_model: bool) -> dict[str, float]:
@@ -214,3 +232,8 @@ def language_model_metrics(eval_loss: float, is_char_model: bool) -> dict[str, f
 def main(argv=None) -> dict:
     """`hf-heads-pretrain-lm` / `recipes/pretrain_lm.py`: flags, or a YAML/JSON file followed by flags."""
     return LanguageModelRecipe.from_argv(argv).run()
+
+
+def command_line() -> int:
+    """The `hf-heads-pretrain-lm` command: a user mistake prints one `error:` line and exits with status 2."""
+    return run_from_command_line(main, LanguageModelRecipe.prog)

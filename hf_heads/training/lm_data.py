@@ -1,10 +1,12 @@
 """Language-model data: a text corpus from the Hub, local files or the embedded BBC News, packed into blocks."""
 
 import re
+from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
-from .data import bbc_news_splits, check_texts, load_source, select_columns
+from .data import bbc_news_splits, check_texts, describe_split, load_source, select_columns
+from .errors import RecipeError
 
 
 def load_text_corpus(
@@ -13,10 +15,12 @@ def load_text_corpus(
     data_files: dict[str, str] | None = None,
     text_column: str = "text",
     encoding: str = "utf-8",
+    log=print,
 ) -> DatasetDict:
     """
     A `DatasetDict` with "train" (and "validation" when the source has one), holding `text_column` only, without
-    empty texts.
+    empty texts: an empty line would add nothing but an end-of-text token between its neighbours. How many were left
+    out is said through `log`.
 
     Sources: "bbc_news" (embedded; the *training* split of its fixed train/test split, so an LM pretrained here never
     reads the articles a classifier made from it is tested on), a Hub dataset, or local `data_files` {split: path}
@@ -27,12 +31,23 @@ def load_text_corpus(
     splits = DatasetDict({name: splits[name] for name in ("train", "validation") if name in splits})
     splits = select_columns(splits, [text_column], data_files, {text_column: "text_column"})
     splits = check_texts(splits, text_column, data_files)
+    return drop_empty_texts(splits, text_column, data_files, "are empty or whitespace only", log)
+
+
+def drop_empty_texts(splits: DatasetDict, text_column: str, data_files: dict | None, why: str, log=print):
+    """`splits` without their empty or whitespace-only texts; how many rows of each went (and `why`) is logged."""
     kept = {}
     for name, split in splits.items():
-        split = split.filter(lambda row: bool(row[text_column].strip()))
-        if len(split) == 0:
-            raise ValueError(f"The {name} split holds no text.")
-        kept[name] = split
+        kept[name] = split.filter(lambda row: bool(row[text_column].strip()), desc="Leaving out empty texts")
+        source = describe_split(name, data_files, starts_sentence=True)
+        # A .txt file gives one row per line: say lines, the unit the user sees in the file.
+        rows = "lines" if Path((data_files or {}).get(name, "")).suffix.lower() == ".txt" else "rows"
+        if len(kept[name]) == 0:
+            raise RecipeError(f"{source} holds no text: all {len(split):,} {rows} {why}.")
+        dropped = len(split) - len(kept[name])
+        if dropped:
+            log(f"{source}: {dropped:,} of {len(split):,} {rows} {why} and are left out; the language model trains "
+                f"on the other {len(kept[name]):,}.")
     return DatasetDict(kept)
 
 
@@ -48,7 +63,7 @@ def pack_into_blocks(tokenized: Dataset, block_size: int, eos_token_id: int | No
     `block_size` tokens, dropping the incomplete tail, as `transformers`' `run_clm.py` does.
     """
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
-        raise ValueError(f"`block_size` must be an integer >= 2, got {block_size!r}.")
+        raise RecipeError(f"`block_size` must be an integer >= 2, got {block_size!r}.")
 
     def pack(rows):
         stream = []
@@ -68,10 +83,10 @@ def pack_into_blocks(tokenized: Dataset, block_size: int, eos_token_id: int | No
 def hold_out_tail(blocks: Dataset, percentage: float) -> DatasetDict:
     """The last `percentage`% of the blocks as "validation" (contiguous, as text8's standard split); the rest train."""
     if not 0 < percentage < 100:
-        raise ValueError(f"`validation_split_percentage` must be in (0, 100), got {percentage!r}.")
+        raise RecipeError(f"`validation_split_percentage` must be in (0, 100), got {percentage!r}.")
     held = max(1, round(len(blocks) * percentage / 100))
     if held >= len(blocks):
-        raise ValueError(
+        raise RecipeError(
             f"{len(blocks)} block(s) of text cannot be split into training and validation; give more text or a "
             "smaller `--block_size`."
         )

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .errors import RecipeError
+
 
 # What marks a folder as holding a model that the user saved (weights, adapter or the config that goes with them).
 SAVED_MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "adapter_config.json")
@@ -40,12 +42,12 @@ def check_output_dir(output_dir, *, overwrite: bool, resuming: bool) -> None:
     """
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"`--output_dir` {output_dir} is a file; give a folder (it is created if missing).")
+        raise RecipeError(f"`--output_dir` {output_dir} is a file; give a folder (it is created if missing).")
     saved = [name for name in SAVED_MODEL_FILES if (output_dir / name).is_file()]
     checkpoints = [path.name for path in checkpoint_folders(output_dir)]
     if (saved or checkpoints) and not (overwrite or resuming):
         held = ", ".join(saved + checkpoints[:3] + (["..."] if len(checkpoints) > 3 else []))
-        raise ValueError(
+        raise RecipeError(
             f"`--output_dir` {output_dir} already holds a model or checkpoints ({held}); choose another folder, "
             "pass `--resume_from_checkpoint true` to continue the run that wrote them, or "
             "`--overwrite_output_dir true` to replace them."
@@ -243,13 +245,13 @@ def resolve_resume_checkpoint(value: str | None, output_dir, log=print) -> str |
                 return str(folder)
             skipped.append(f"{folder.name} ({problem})")
         found = f" (damaged: {'; '.join(skipped)})" if skipped else ""
-        raise ValueError(
+        raise RecipeError(
             f"`--resume_from_checkpoint`={value!r}: `--output_dir` {output_dir} holds no complete checkpoint{found}. "
             "Start a new run with `--overwrite_output_dir true`, or give a checkpoint folder."
         )
     folder = Path(value)
     if not folder.is_dir():
-        raise ValueError(
+        raise RecipeError(
             f"`--resume_from_checkpoint`={value!r} is not a folder; give a checkpoint-N folder or `true`."
         )
     problem = checkpoint_damage(folder)
@@ -258,5 +260,5 @@ def resolve_resume_checkpoint(value: str | None, output_dir, log=print) -> str |
             path for path in checkpoint_folders(folder.parent) if path != folder and checkpoint_damage(path) is None
         ]
         instead = f" The newest complete one is {others[0]}." if others else ""
-        raise ValueError(f"`--resume_from_checkpoint` {folder} is damaged: {problem}.{instead}")
+        raise RecipeError(f"`--resume_from_checkpoint` {folder} is damaged: {problem}.{instead}")
     return str(folder)

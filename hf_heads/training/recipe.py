@@ -13,7 +13,6 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, EarlyStoppingCallback, set_seed
 
 from .arguments import MODEL_TYPES, RecipeArgumentParser, check_overrides, parse_overrides
@@ -22,6 +21,7 @@ from ..hub import check_hub_strategy, use_model_card
 from ..hub.model_card import check_license
 from .checkpoints import SmallCheckpointsCallback
 from .distributed import declare_loss_scaling, join_cpu_processes
+from .errors import RecipeError
 from .output_dir import RunLock, check_output_dir, check_room, checkpoint_bytes, resolve_resume_checkpoint
 from .outputs import print_output_folder, save_model_and_results
 
@@ -78,45 +78,41 @@ class Recipe:
                 "The recipes draw loss curves and heatmaps with matplotlib: `pip install hf-heads[plots]`."
             )
         if model_args.model_name_or_path is None and model_args.model_type is None:
-            raise ValueError(
+            raise RecipeError(
                 "Give `--model_name_or_path` (a checkpoint), `--model_type` (from scratch), or both (the checkpoint's "
                 "weights in that architecture, e.g. a GPT-2 checkpoint as `gaam_gpt2`)."
             )
         if model_args.model_type is not None and model_args.model_type not in MODEL_TYPES:
-            raise ValueError(
+            raise RecipeError(
                 f"`--model_type`={model_args.model_type!r} is not supported; accepted: {', '.join(MODEL_TYPES)}."
             )
         if model_args.weight_init not in WEIGHT_INIT_SCHEMES:
-            raise ValueError(
+            raise RecipeError(
                 f"`--weight_init`={model_args.weight_init!r} is not supported; accepted: "
                 f"{', '.join(WEIGHT_INIT_SCHEMES)}."
             )
         data_args = self.data_args
         has_files = bool(data_args.train_file or data_args.validation_file or getattr(data_args, "test_file", None))
         if (data_args.dataset_name is None) == (not has_files):
-            raise ValueError("Give either `--dataset_name` or `--train_file` (+ `--validation_file`, ...), not both.")
+            raise RecipeError("Give either `--dataset_name` or `--train_file` (+ `--validation_file`, ...), not both.")
         if has_files and data_args.train_file is None:
-            raise ValueError("`--validation_file` / `--test_file` need a `--train_file`.")
+            raise RecipeError("`--validation_file` / `--test_file` need a `--train_file`.")
         if model_args.early_stopping_patience and (
             training_args.eval_strategy == "no" or not training_args.load_best_model_at_end
         ):
-            raise ValueError(
+            raise RecipeError(
                 f"`--early_stopping_patience`={model_args.early_stopping_patience} needs evaluations and the best "
                 "model kept: pass `--eval_strategy epoch --save_strategy epoch --load_best_model_at_end true` "
                 f"(got eval_strategy={training_args.eval_strategy.value!r}, "
                 f"load_best_model_at_end={training_args.load_best_model_at_end})."
             )
-        overrides = self.overrides()
-        check_overrides(overrides, self.overridable_fields(), self.fields_set_by_recipe())
-        if overrides:
-            try:
-                self.config_for_overrides(overrides)
-            except (StrictDataclassError, TypeError, ValueError) as error:
-                raise ValueError(
-                    f"`--config_overrides`={model_args.config_overrides!r} does not fit the configuration: {error}"
-                ) from None
-        check_hub_strategy(training_args)
-        check_license(model_args.license)
+        check_overrides(self.overrides(), self.overridable_fields(), self.fields_set_by_recipe(),
+                        self.config_for_overrides)
+        try:
+            check_hub_strategy(training_args)
+            check_license(model_args.license)
+        except ValueError as error:  # the hub package's own checks of --hub_strategy and --license
+            raise RecipeError(str(error)) from None
         training_args.resume_from_checkpoint = resolve_resume_checkpoint(
             training_args.resume_from_checkpoint, training_args.output_dir, log=self.log
         )
@@ -138,7 +134,14 @@ class Recipe:
         model_args = self.model_args
         if model_args.model_type is not None:
             return set(AutoConfig.for_model(model_args.model_type).to_dict())
-        return set(AutoConfig.from_pretrained(model_args.model_name_or_path).to_dict())
+        path = model_args.model_name_or_path
+        if "/" in path and path.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+            # transformers would read it as a malformed Hub id: a folder that is not there is the likelier mistake.
+            raise RecipeError(f"`--model_name_or_path`={path!r}: no such folder (give a model folder or a Hub id).")
+        try:
+            return set(AutoConfig.from_pretrained(path).to_dict())
+        except OSError as error:  # not a model folder, or a Hub id that cannot be had: transformers says which
+            raise RecipeError(f"`--model_name_or_path`={path!r} cannot be loaded: {error}") from None
 
     def config_for_overrides(self, overrides: dict):
         """The configuration `--config_overrides` apply to, built with them: wrong types and values fail here, before

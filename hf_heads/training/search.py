@@ -40,6 +40,7 @@ from transformers import TrainerCallback, TrainingArguments, set_seed
 from ..hub import plot_search_trials
 from .arguments import unknown_names_message
 from .classification import ClassifierRecipe
+from .errors import MissingFileError, RecipeError, run_from_command_line
 from .language_modeling import LanguageModelRecipe
 from .outputs import print_output_folder
 
@@ -66,31 +67,31 @@ class SearchSettings:
 def read_settings(path: str) -> SearchSettings:
     """The search file, every field checked before any data is read."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"search file {path!r} does not exist.")
+        raise MissingFileError(f"search file {path!r} does not exist.")
     raw = yaml.safe_load(Path(path).read_text()) or {}
     unknown = sorted(set(raw) - set(SEARCH_KEYS))
     if unknown:
-        raise ValueError(unknown_names_message(f"key in search file {path}", unknown, list(SEARCH_KEYS), "key"))
+        raise RecipeError(unknown_names_message(f"key in search file {path}", unknown, list(SEARCH_KEYS), "key"))
     missing = [key for key in ("recipe", "sampler", "space", "arguments") if key not in raw]
     if missing:
-        raise ValueError(f"the search file needs {', '.join(missing)}.")
+        raise RecipeError(f"the search file needs {', '.join(missing)}.")
     settings = SearchSettings(**raw)
     if settings.recipe not in RECIPES:
-        raise ValueError(f"`recipe`={settings.recipe!r} is not known; accepted: {', '.join(RECIPES)}.")
+        raise RecipeError(f"`recipe`={settings.recipe!r} is not known; accepted: {', '.join(RECIPES)}.")
     if settings.sampler not in SAMPLERS:
-        raise ValueError(f"`sampler`={settings.sampler!r} is not known; accepted: {', '.join(SAMPLERS)}.")
+        raise RecipeError(f"`sampler`={settings.sampler!r} is not known; accepted: {', '.join(SAMPLERS)}.")
     if settings.pruner not in PRUNERS:
-        raise ValueError(f"`pruner`={settings.pruner!r} is not known; accepted: {', '.join(PRUNERS)}.")
+        raise RecipeError(f"`pruner`={settings.pruner!r} is not known; accepted: {', '.join(PRUNERS)}.")
     if settings.direction not in (None, "minimize", "maximize"):
-        raise ValueError(f"`direction`={settings.direction!r} is not known; accepted: minimize, maximize.")
+        raise RecipeError(f"`direction`={settings.direction!r} is not known; accepted: minimize, maximize.")
     if not isinstance(settings.space, dict) or not settings.space:
-        raise ValueError(f"`space` must map parameter names to values or ranges, got {settings.space!r}.")
+        raise RecipeError(f"`space` must map parameter names to values or ranges, got {settings.space!r}.")
     for name, values in settings.space.items():
         check_dimension(name, values, settings.sampler)
     if settings.sampler == "grid":
         settings.n_trials = math.prod(len(values) for values in settings.space.values())
     elif not isinstance(settings.n_trials, int) or settings.n_trials < 1:
-        raise ValueError(
+        raise RecipeError(
             f"`n_trials` must be a positive integer for the {settings.sampler} sampler, got {settings.n_trials!r}."
         )
     return settings
@@ -104,22 +105,22 @@ def parameter_names(key: str) -> list[str]:
 def check_dimension(name: str, values, sampler: str) -> None:
     if isinstance(values, list):
         if not values:
-            raise ValueError(f"`space.{name}` is an empty list; give the values to try.")
+            raise RecipeError(f"`space.{name}` is an empty list; give the values to try.")
         width = len(parameter_names(name))
         if width > 1 and not all(isinstance(v, list) and len(v) == width for v in values):
-            raise ValueError(f"`space.{name}`={values!r}: each value must be a list of {width} (one per parameter).")
+            raise RecipeError(f"`space.{name}`={values!r}: each value must be a list of {width} (one per parameter).")
         return
     if len(parameter_names(name)) > 1:
-        raise ValueError(f"`space.{name}`: parameters that move together take a list of value lists, got {values!r}.")
+        raise RecipeError(f"`space.{name}`: parameters that move together take a list of value lists, got {values!r}.")
     if sampler == "grid":
-        raise ValueError(f"`space.{name}`={values!r}: a grid needs a list of values for every parameter.")
+        raise RecipeError(f"`space.{name}`={values!r}: a grid needs a list of values for every parameter.")
     keys = set(values) if isinstance(values, dict) else set()
     if not isinstance(values, dict) or keys - {"low", "high", "log", "step"} or not {"low", "high"} <= keys:
-        raise ValueError(
+        raise RecipeError(
             f"`space.{name}`={values!r} is neither a list of values nor a range {{low, high[, log][, step]}}."
         )
     if not values["low"] < values["high"]:
-        raise ValueError(f"`space.{name}`: `low` ({values['low']}) must be below `high` ({values['high']}).")
+        raise RecipeError(f"`space.{name}`: `low` ({values['low']}) must be below `high` ({values['high']}).")
 
 
 def split_space(space: dict, training_args: TrainingArguments, model_config_fields: set[str]):
@@ -128,7 +129,7 @@ def split_space(space: dict, training_args: TrainingArguments, model_config_fiel
     names = [name for key in space for name in parameter_names(key)]
     unknown = sorted(set(names) - training_fields - model_config_fields)
     if unknown:
-        raise ValueError(
+        raise RecipeError(
             f"search space parameters {unknown} are neither `TrainingArguments` fields nor fields of the model's "
             f"configuration; the configuration accepts: {', '.join(sorted(model_config_fields))}."
         )
@@ -183,10 +184,10 @@ def main(argv=None):
     training_names, config_names = split_space(settings.space, recipe.training_args, config_fields)
     output_dir = Path(recipe.training_args.output_dir)
     if (output_dir / "search.db").exists():
-        raise ValueError(f"`output_dir` {output_dir} already holds a search (search.db); choose another folder.")
+        raise RecipeError(f"`output_dir` {output_dir} already holds a search (search.db); choose another folder.")
     metric = settings.metric or recipe.search_metrics[0]
     if metric not in recipe.search_metrics:
-        raise ValueError(
+        raise RecipeError(
             f"`metric`={metric!r} is not reported by {settings.recipe}; accepted: {', '.join(recipe.search_metrics)}."
         )
     direction = settings.direction or ("minimize" if metric.endswith(("loss", "mse", "mae")) else "maximize")
@@ -278,5 +279,10 @@ def keep_best_model(output_dir: Path, run_id: str, tokenizer) -> None:
     tokenizer.save_pretrained(best)
 
 
+def command_line() -> int:
+    """The `hf-heads-search` command: a user mistake prints one `error:` line and exits with status 2."""
+    return run_from_command_line(main, "hf-heads-search")
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(command_line())

@@ -9,6 +9,8 @@ from collections import Counter
 
 from datasets import ClassLabel, DatasetDict
 
+from .errors import RecipeError
+
 
 def carve_validation(
     splits: DatasetDict, percentage: float, seed: int, reason: str, label_column: str = "labels"
@@ -18,7 +20,7 @@ def carve_validation(
     labels are classes (a `ClassLabel` "labels" column); and the sentence that says so, for the log and the card.
     """
     if percentage <= 0:
-        raise ValueError(
+        raise RecipeError(
             f"The run needs a validation split ({reason}) and the data has none, but "
             f"`--validation_split_percentage` is {percentage}: give `--validation_file`, or a percentage of the "
             "training rows to hold out (e.g. 10)."
@@ -47,14 +49,14 @@ def check_stratifiable(train, percentage: float, label_column: str) -> None:
     rare = sorted((count, names[label]) for label, count in counts.items() if count < 2)
     if rare:
         listed = ", ".join(f"{name!r} ({count} row)" for count, name in rare[:5])
-        raise ValueError(
+        raise RecipeError(
             f"The train split's label column {label_column!r} has classes with fewer than 2 rows ({listed}); a "
             f"stratified {percentage:g}% validation split needs at least 2 rows per class. Add rows of those classes, "
             "or give `--validation_file`."
         )
     held = math.ceil(len(train) * percentage / 100)
     if held < len(counts) or len(train) - held < len(counts):
-        raise ValueError(
+        raise RecipeError(
             f"The train split has {len(train)} rows and {len(counts)} classes in {label_column!r}: a stratified "
             f"{percentage:g}% validation "
             f"split ({held} rows) cannot hold every class on both sides. Give more rows, a "

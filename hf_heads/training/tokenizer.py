@@ -1,5 +1,7 @@
 """Tokenizers as the recipes save them: a padding token, at least one token for any text, the run's length."""
 
+from .errors import RecipeError
+
 
 def ready_for_training(tokenizer):
     """
@@ -15,7 +17,7 @@ def ready_for_training(tokenizer):
         if tokenizer.bos_token is None:
             tokenizer.bos_token = tokenizer.eos_token
         if tokenizer.bos_token is None:
-            raise ValueError(
+            raise RecipeError(
                 f"The tokenizer ({type(tokenizer).__name__}) turns an empty text into no tokens and has neither a "
                 "beginning- nor an end-of-text token to give it; add one (`tokenizer.add_special_tokens`)."
             )
@@ -32,7 +34,7 @@ def fit_tokenizer_to_model(tokenizer, model, max_length: int, flag: str = "--max
     """`max_length` must fit the model's positions; the saved tokenizer truncates to it (`model_max_length`)."""
     positions = model_positions(model)
     if positions is not None and max_length > positions:
-        raise ValueError(
+        raise RecipeError(
             f"`{flag}`={max_length} (given, or the recipe's default) exceeds the model's {positions} positions: pass "
             f"`{flag}` {positions} or less, or a model with more positions."
         )
