@@ -80,6 +80,25 @@ def test_lm_checkpoint_becomes_classifier_keeping_every_backbone_tensor(tmp_path
         assert torch.equal(model.backbone.state_dict()[name], tensor), name
 
 
+@pytest.mark.parametrize("backbone", ["bert", "gpt2"])
+def test_from_backbone_honours_dtype_and_attention_implementation_as_from_pretrained_does(tmp_path, backbone):
+    torch.manual_seed(0)
+    AutoModel.from_config(BACKBONES[backbone]).save_pretrained(tmp_path)
+    inputs = dict(input_ids=torch.randint(3, 50, (1, 6)))  # one row: GPT-2's classifier needs a pad token for more
+    oracle = AutoModelForSequenceClassification.from_pretrained(tmp_path, dtype=torch.bfloat16, num_labels=3)
+    model = HeadedModelForSequenceClassification.from_backbone(
+        tmp_path, head_type="mean", num_labels=3, backbone_kwargs=dict(dtype=torch.bfloat16)
+    )
+    assert model(**inputs).logits.dtype == oracle(**inputs).logits.dtype == torch.bfloat16
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
+
+    eager = HeadedModelForSequenceClassification.from_backbone(
+        tmp_path, head_type="mean", backbone_kwargs=dict(attn_implementation="eager")
+    )
+    assert eager.backbone.config._attn_implementation == "eager"
+    assert AutoModel.from_pretrained(tmp_path, attn_implementation="eager").config._attn_implementation == "eager"
+
+
 def test_token_classification_heads():
     config = HeadedConfig(backbone_config=BACKBONES["bert"].to_dict(), head_type="attention", num_labels=5,
                           head_pooling="attention")

@@ -131,6 +131,23 @@ def test_a_rows_prediction_equals_the_row_alone(backbone, side, head):
     torch.testing.assert_close(together, model(input_ids=alone).logits[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("head_type", ["mean", "last_token"])
+def test_a_decoder_whose_attention_does_not_say_it_is_causal_counts_positions_over_real_tokens(head_type):
+    # XGLM's attention modules carry no `is_causal`; transformers knows the model type only as a causal LM.
+    from transformers import XGLMConfig
+
+    torch.manual_seed(0)
+    backbone = XGLMConfig(d_model=32, num_layers=2, attention_heads=2, ffn_dim=64, vocab_size=100, pad_token_id=1)
+    model = HeadedModelForSequenceClassification(
+        HeadedConfig(backbone_config=backbone, head_type=head_type, num_labels=3, head_dropout=0.0)
+    ).eval()
+    alone = tokens(size=1, length=6)
+    batch, mask = padded_batch(alone, "left")
+    together = model(input_ids=batch, attention_mask=mask).logits[0]
+    torch.testing.assert_close(together, model(input_ids=alone).logits[0], rtol=1e-4, atol=1e-5)
+    assert not make("roberta", head_type=head_type)._derives_positions  # encoders keep their own numbering
+
+
 @pytest.mark.parametrize("backbone, side", CASES, ids=[f"{b}-{s}" for b, s in CASES])
 def test_a_rows_token_labels_equal_the_row_alone(backbone, side):
     model = make(backbone, HeadedModelForTokenClassification, head_type="attention")

@@ -143,6 +143,19 @@ def test_models_give_finite_logits_and_gradients(name, kind):
             assert torch.isfinite(parameter.grad).all(), parameter_name
 
 
+@pytest.mark.parametrize("kind", ["all padding row", "length 1"])
+@pytest.mark.parametrize("name", MODELS)
+def test_inference_predicts_what_a_gradient_pass_predicts(name, kind):
+    # PyTorch's attention has an inference-only fast path (eval mode, no autograd), where attention over no real
+    # token used to be NaN while the same model predicted finite values with gradients enabled.
+    model = MODELS[name]().eval()
+    batch = inputs(kind)
+    with torch.no_grad():
+        inferred = model(**batch).logits
+    assert torch.isfinite(inferred).all(), name
+    torch.testing.assert_close(inferred, model(**batch).logits.detach())
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", MODELS)
 def test_models_under_cpu_autocast_stay_finite_and_close(name, dtype):

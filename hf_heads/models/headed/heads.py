@@ -122,6 +122,17 @@ class LinearHead(Head):
         return outputs.last_hidden_state
 
 
+def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """
+    `nn.MultiheadAttention`'s mask (True = ignore) for an attention mask (1 = real token). A row without real tokens
+    attends over its padding instead: attention over nothing is NaN on PyTorch's inference fast path (and 0 outside
+    it), so such a row would predict NaN in inference only. Its prediction carries no information either way; now it
+    is finite, and the same in training and inference.
+    """
+    padding = ~attention_mask.to(torch.bool)
+    return padding & ~padding.all(-1, keepdim=True)
+
+
 class SelfAttentionLayer(nn.Module):
     """Pre-norm multi-head self-attention and feed-forward, each with a residual (a transformer encoder layer)."""
 
@@ -138,7 +149,7 @@ class SelfAttentionLayer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         normed = self.norm_attention(hidden_states)
         attended, _ = self.attention(
-            normed, normed, normed, key_padding_mask=~attention_mask.to(torch.bool), need_weights=False
+            normed, normed, normed, key_padding_mask=key_padding_mask(attention_mask), need_weights=False
         )
         hidden_states = hidden_states + self.dropout(attended)
         return hidden_states + self.dropout(self.feed_forward(self.norm_feed_forward(hidden_states)))
@@ -194,7 +205,7 @@ class AttentionHead(LinearHead):
             return pool_last(encoded, attention_mask)
         query = self.query.expand(encoded.shape[0], -1, -1)
         pooled, _ = self.pool_attention(
-            query, encoded, encoded, key_padding_mask=~attention_mask.to(torch.bool), need_weights=False
+            query, encoded, encoded, key_padding_mask=key_padding_mask(attention_mask), need_weights=False
         )
         return pooled.squeeze(1)
 

@@ -21,6 +21,11 @@ from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.dynamic_module_utils import get_class_from_dynamic_module, get_relative_import_files
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+)
 from transformers.utils import can_return_tuple
 
 from .configuration_headed import HeadedConfig
@@ -40,6 +45,21 @@ HUB_ARGUMENTS = ("cache_dir", "revision", "token", "local_files_only")
 def build_backbone(config) -> nn.Module:
     carried = CARRIED_BACKBONES.get(config.model_type)
     return carried(config) if carried is not None else AutoModel.from_config(config)
+
+
+def is_decoder(backbone: nn.Module) -> bool:
+    """
+    Whether the backbone attends causally: one of its modules says so (GPT-2, Llama, ..., BERT with `is_decoder`), or
+    transformers knows its model type only as a causal LM (XGLM's attention modules do not say it).
+    """
+    if any(getattr(module, "is_causal", False) is True for module in backbone.modules()):
+        return True
+    model_type = backbone.config.model_type
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+    )
 
 
 class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
@@ -62,9 +82,7 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         parameters = inspect.signature(self.backbone.forward).parameters
         # Decoders count positions from the first token, padding included: a left-padded row would otherwise not
         # predict as it does alone. Encoders (bidirectional) keep their own numbering.
-        self._derives_positions = "position_ids" in parameters and any(
-            getattr(module, "is_causal", False) is True for module in self.backbone.modules()
-        )
+        self._derives_positions = "position_ids" in parameters and is_decoder(self.backbone)
         self.post_init()
         self.apply_freeze()
 
@@ -114,8 +132,13 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         works too: its LM head is dropped and every backbone weight is kept). Head fields go in `head_kwargs`.
         """
         backbone = AutoModel.from_pretrained(name_or_path, **(backbone_kwargs or {}))
+        # The backbone keeps the attention implementation it was loaded with and the whole model takes its dtype, as
+        # `from_pretrained(..., attn_implementation=..., dtype=...)` loads a model (`backbone_kwargs` may set either).
+        # Read before the headed model is built: building it sets the implementation of the config it shares.
+        attn_implementation = backbone.config._attn_implementation
         config = HeadedConfig(backbone_config=backbone.config, head_type=head_type, num_labels=num_labels, **head_kwargs)
-        model = cls(config)
+        model = cls(config).to(backbone.dtype)
+        model.backbone.set_attn_implementation(attn_implementation)
         model.backbone.load_state_dict(backbone.state_dict())
         model.apply_freeze()
         return model
