@@ -117,7 +117,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tiny shape, 3 turns (to keep the script working)")
     parser.add_argument("--turns", type=int, default=9, help="interleaved turns per comparison (default 9)")
-    parser.add_argument("--steps-per-turn", type=int, default=2, help="consecutive steps per model and turn (default 2)")
+    parser.add_argument(
+        "--steps-per-turn", type=int, default=2, help="consecutive steps per model and turn (default 2)"
+    )
     parser.add_argument("--shapes", nargs="*", default=None, help="a subset of the shape names")
     parser.add_argument("--results-dir", type=Path, default=None)
     options = parser.parse_args()
@@ -128,10 +130,11 @@ def main():
     kept = keep_freed_memory()
 
     lines = [
-        f"Training step (forward, backward, AdamW), float32, CPU, {torch.get_num_threads()} threads; {turns} turns per "
-        f"comparison of {options.steps_per_turn} consecutive steps per model, GPT-2 and GAAM-GPT2 alternating; freed "
-        f"memory {'kept by glibc' if kept else 'returned to the system (glibc settings unavailable)'}. GAAM "
-        "\"augment\", H=4, G=5, every block, gate open. Ratio = GAAM-GPT2 / GPT-2 per turn: median and 95% interval.\n",
+        f"Training step (forward, backward, AdamW), float32, CPU, {torch.get_num_threads()} threads; {turns} turns "
+        f"per comparison of {options.steps_per_turn} consecutive steps per model, GPT-2 and GAAM-GPT2 alternating; "
+        f"freed memory {'kept by glibc' if kept else 'returned to the system (glibc settings unavailable)'}. GAAM "
+        "\"augment\", H=4, G=5, every block, gate open. Ratio = GAAM-GPT2 / GPT-2 per turn: median and 95% "
+        "interval.\n",
         "| shape | task | GPT-2 ms | GAAM-GPT2 ms | ratio (median) | 95% interval |",
         "|---|---|---|---|---|---|",
     ]

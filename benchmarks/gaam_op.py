@@ -15,6 +15,12 @@ more often preempted, which inflates its wall-clock time; with one thread the pr
 rows also give the ratio of CPU times (the figure for an idle core). Each row is measured at every thread
 count of `--threads` (the slow reference at the first one only). Peak memory is the growth of the process's maximum
 resident set over one step, each implementation in its own fresh process.
+
+glibc keeps freed memory in the process while the times are taken (`keep_freed_memory`), as the step benchmark
+does: with its default settings, whether a freed 12 MiB tensor goes back to the kernel, to be faulted in again page
+by page at the next step, depends on the heap's history, so one run charged 8,000 page faults per step to the op and
+1,200 to LayerNorm, the next one 5,400 and 4,000. `--glibc-defaults` measures with the defaults
+(`results/gaam_op_glibc_defaults.md`).
 """
 
 import argparse
@@ -28,7 +34,7 @@ import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import in_fresh_process, peak_memory_mib, write_result  # noqa: E402
+from _common import in_fresh_process, keep_freed_memory, peak_memory_mib, write_result  # noqa: E402
 
 
 AXES = {"sequence": 1, "features": -1, "sequence, padded": 1}
@@ -116,7 +122,10 @@ def main():
                         help="torch thread counts to measure at (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory columns (fresh processes)")
     parser.add_argument("--results-dir", type=Path, default=None, help="where to write the .md (default: results/)")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="let glibc return freed memory to the kernel, as by default (page faults included)")
     args = parser.parse_args()
+    kept = False if args.glibc_defaults else keep_freed_memory()
     shape = (2, 32, 48) if args.quick else (8, 512, 768)
     repeats = 1 if args.quick else args.repeats
     settings = [(4, 5), (16, 20)] if not args.quick else [(4, 5)]
@@ -148,10 +157,17 @@ def main():
 
     lines = [
         f"Input {shape}, float32, CPU, forward + backward. {repeats} interleaved turns after a warm-up; times are "
-        "medians, ratios the median of per-turn ratios.\n",
+        "medians, ratios the median of per-turn ratios. Freed memory "
+        + ("kept in the process by glibc (`keep_freed_memory`)" if kept else "returned to the kernel (glibc default)")
+        + ".\n",
         f"Load average while it ran: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on "
-        f"{os.cpu_count()} cores (above the core count: the machine was shared with other jobs, which slows every "
-        "column; the interleaved turns make the ratios comparable, not the times).\n",
+        f"{os.cpu_count()} cores"
+        + (
+            " (above the core count: the machine was shared with other jobs, which slows every column; the "
+            "interleaved turns make the ratios comparable, not the times).\n"
+            if max(load_before, os.getloadavg()[0]) > os.cpu_count()
+            else ".\n"
+        ),
         "| axis | H | G | threads | ours ms | LayerNorm ms | **ours / LayerNorm** | ours / LayerNorm, CPU time | "
         "exact path ms | exact path / LayerNorm | reference ms | reference / ours | ours peak MiB | "
         "reference peak MiB |",
@@ -175,7 +191,8 @@ def main():
             + " | ".join(f"{memory[name]:.0f}" if name in memory else "—" for name in ("ours", "reference"))
             + " |"
         )
-    path = write_result("gaam_op", "\n".join(lines) + "\n", args.results_dir)
+    name = "gaam_op_glibc_defaults" if args.glibc_defaults else "gaam_op"
+    path = write_result(name, "\n".join(lines) + "\n", args.results_dir)
     print(path.read_text())
 
 

@@ -118,7 +118,7 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, GaussianAdaptiveAttention):
-            # As in `gaam_gpt2`: unit-width Gaussians centred on the mean, perturbed so that they do not stay identical.
+            # As in `gaam_gpt2`: unit-width Gaussians centred on the mean, perturbed so that they do not stay equal.
             init.zeros_(module.mean_offsets)
             init.normal_(module.c, mean=1.0, std=0.1)
         elif hasattr(module, "init_parameters"):
@@ -126,7 +126,9 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             module.init_parameters()
 
     @classmethod
-    def from_backbone(cls, name_or_path, head_type: str = "mean", num_labels: int = 2, backbone_kwargs=None, **head_kwargs):
+    def from_backbone(
+        cls, name_or_path, head_type: str = "mean", num_labels: int = 2, backbone_kwargs=None, **head_kwargs
+    ):
         """
         A headed model whose backbone weights come from `name_or_path` (a Hub id or a folder; a causal LM checkpoint
         works too: its LM head is dropped and every backbone weight is kept). Head fields go in `head_kwargs`.
@@ -136,7 +138,9 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         # `from_pretrained(..., attn_implementation=..., dtype=...)` loads a model (`backbone_kwargs` may set either).
         # Read before the headed model is built: building it sets the implementation of the config it shares.
         attn_implementation = backbone.config._attn_implementation
-        config = HeadedConfig(backbone_config=backbone.config, head_type=head_type, num_labels=num_labels, **head_kwargs)
+        config = HeadedConfig(
+            backbone_config=backbone.config, head_type=head_type, num_labels=num_labels, **head_kwargs
+        )
         model = cls(config).to(backbone.dtype)
         model.backbone.set_attn_implementation(attn_implementation)
         model.backbone.load_state_dict(backbone.state_dict())
