@@ -116,7 +116,7 @@ def median_with_interval(values: list[float]) -> tuple[float, float, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tiny shape, 3 turns (to keep the script working)")
-    parser.add_argument("--turns", type=int, default=9, help="interleaved turns per comparison (default 9)")
+    parser.add_argument("--turns", type=int, default=15, help="interleaved turns per comparison (default 15)")
     parser.add_argument(
         "--steps-per-turn", type=int, default=2, help="consecutive steps per model and turn (default 2)"
     )

@@ -18,9 +18,8 @@ resident set over one step, each implementation in its own fresh process.
 
 glibc keeps freed memory in the process while the times are taken (`keep_freed_memory`), as the step benchmark
 does: with its default settings, whether a freed 12 MiB tensor goes back to the kernel, to be faulted in again page
-by page at the next step, depends on the heap's history, so one run charged 8,000 page faults per step to the op and
-1,200 to LayerNorm, the next one 5,400 and 4,000. `--glibc-defaults` measures with the defaults
-(`results/gaam_op_glibc_defaults.md`).
+by page at the next step, depends on the heap's history (the allocations of the implementations timed before), which
+adds noise to both columns. `--glibc-defaults` measures with the defaults (`results/gaam_op_glibc_defaults.md`).
 """
 
 import argparse
