@@ -69,6 +69,8 @@ def _padding(batch, length, pattern):
 LAYOUTS = {
     "features": ((4, 10, 24), -1, 4, None),
     "features, last head takes the rest": ((3, 5, 23), -1, 4, None),
+    # Heads of 33, 33 and 34 elements: whole vector registers (8 or 16 lanes) and a remainder.
+    "features, heads wider than a vector register": ((3, 4, 100), -1, 3, None),
     "features, padded rows": ((4, 10, 24), -1, 3, "left and right, one empty row, one short row"),
     "sequence": ((4, 12, 70), 1, 3, None),  # 70 columns: a full tile of 64 and a partial one
     "sequence, padded": ((4, 12, 70), 1, 3, "left and right, one empty row, one short row"),

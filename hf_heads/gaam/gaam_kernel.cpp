@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -146,6 +147,139 @@ Head<T> head_of(const T* params, int64_t h, int64_t heads) {
   return {params[h], params[heads + h], params[2 * heads + h], params[3 * heads + h]};
 }
 
+
+// ---- Reductions over a contiguous segment, in whole vector registers. ----
+// A head is often a few dozen elements, a few vectors: an `omp simd reduction` loop then costs more in its horizontal
+// sum at the end (GCC adds the lanes one after another, through the stack) than in the segment itself. These keep one
+// accumulator register (GCC/clang vector extensions, lowered to the vector width the machine has) and add its halves
+// in a tree.
+
+template <typename T, int Bytes>
+struct VectorOf {
+  typedef T type __attribute__((vector_size(Bytes)));
+};
+// The machine's register width (`-march=native`): a wider type would be split and spilled.
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+#else
+constexpr int kVectorBytes = 16;
+#endif
+template <typename T>
+using Vector = typename VectorOf<T, kVectorBytes>::type;
+template <typename T>
+constexpr int64_t kLanes = kVectorBytes / sizeof(T);
+
+template <typename T>
+inline Vector<T> load(const T* p) {
+  Vector<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename T>
+inline T combine(T a, T b, bool take_min) {
+  return take_min ? std::min(a, b) : a + b;
+}
+
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define GAAM_TREE_REDUCTION 1
+#endif
+#endif
+
+#ifdef GAAM_TREE_REDUCTION
+template <typename V, size_t... I>
+inline auto low_half(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, I...);
+}
+
+template <typename V, size_t... I>
+inline auto high_half(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, (I + sizeof...(I))...);
+}
+
+template <typename T, int Bytes>
+inline T lane_reduce(typename VectorOf<T, Bytes>::type v, bool take_min) {
+  constexpr size_t lanes = Bytes / sizeof(T);
+  if constexpr (lanes == 2) {
+    return combine(v[0], v[1], take_min);
+  } else {
+    const auto low = low_half(v, std::make_index_sequence<lanes / 2>());
+    const auto high = high_half(v, std::make_index_sequence<lanes / 2>());
+    return lane_reduce<T, Bytes / 2>(take_min ? (low < high ? low : high) : low + high, take_min);
+  }
+}
+#else  // compilers without __builtin_shufflevector (GCC < 12): lane by lane
+template <typename T, int Bytes>
+inline T lane_reduce(typename VectorOf<T, Bytes>::type v, bool take_min) {
+  T result = v[0];
+  for (int64_t l = 1; l < kLanes<T>; ++l) result = combine(result, T(v[l]), take_min);
+  return result;
+}
+#endif
+
+template <typename T>
+inline T lane_sum(Vector<T> v) {
+  return lane_reduce<T, kVectorBytes>(v, false);
+}
+
+template <typename T>
+inline T lane_min(Vector<T> v) {
+  return lane_reduce<T, kVectorBytes>(v, true);
+}
+
+// sum(a[k] * b[k]) over k in [0, n); sum(a[k]) where b is null.
+template <typename T>
+inline T segment_dot(const T* a, const T* b, int64_t n) {
+  Vector<T> acc = {};
+  int64_t k = 0;
+  if (b == nullptr) {
+    for (; k + kLanes<T> <= n; k += kLanes<T>) acc += load(a + k);
+  } else {
+    for (; k + kLanes<T> <= n; k += kLanes<T>) acc += load(a + k) * load(b + k);
+  }
+  T total = lane_sum<T>(acc);
+  for (; k < n; ++k) total += b == nullptr ? a[k] : a[k] * b[k];
+  return total;
+}
+
+template <typename T>
+inline T segment_sum(const T* a, int64_t n) {
+  return segment_dot<T>(a, nullptr, n);
+}
+
+// sum((a[k] - center)^2)
+template <typename T>
+inline T segment_squares(const T* a, T center, int64_t n) {
+  Vector<T> acc = {};
+  int64_t k = 0;
+  for (; k + kLanes<T> <= n; k += kLanes<T>) {
+    const Vector<T> deviation = load(a + k) - center;
+    acc += deviation * deviation;
+  }
+  T total = lane_sum<T>(acc);
+  for (; k < n; ++k) total += (a[k] - center) * (a[k] - center);
+  return total;
+}
+
+// min(a[k]^2)
+template <typename T>
+inline T segment_min_square(const T* a, int64_t n) {
+  Vector<T> acc = {};
+  acc += T(INFINITY);
+  int64_t k = 0;
+  for (; k + kLanes<T> <= n; k += kLanes<T>) {
+    const Vector<T> v = load(a + k);
+    const Vector<T> square = v * v;
+    acc = square < acc ? square : acc;
+  }
+  T result = lane_min<T>(acc);
+  for (; k < n; ++k) result = std::min(result, a[k] * a[k]);
+  return result;
+}
+
 // ---- Contiguous segments (inner == 1, identity positions): vectorised along the segment. ----
 // One task is one row, all its heads: each pass runs over every head before the next pass starts, so the heads'
 // short dependency chains (sum -> variance -> peak -> normaliser) overlap instead of running one after another.
@@ -157,7 +291,6 @@ void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* para
   {
     std::vector<T> zs(g.length);
     std::vector<SegmentStats<T>> s(H);
-    std::vector<T> sums(H);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < g.outer; ++b) {
       const int64_t* starts = g.starts_of(b);
@@ -168,21 +301,12 @@ void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* para
         continue;
       }
       for (int64_t h = 0; h < H; ++h) {
-        const T* xs = xr + starts[h];
         const int64_t n = starts[h + 1] - starts[h];
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t k = 0; k < n; ++k) sum += xs[k];
-        s[h].mean = sum / T(n);
+        s[h].mean = segment_sum(xr + starts[h], n) / T(n);
       }
       for (int64_t h = 0; h < H; ++h) {
-        const T* xs = xr + starts[h];
         const int64_t n = starts[h + 1] - starts[h];
-        const T mean = s[h].mean;
-        T squares = 0;
-#pragma omp simd reduction(+ : squares)
-        for (int64_t k = 0; k < n; ++k) squares += (xs[k] - mean) * (xs[k] - mean);
-        s[h].var = squares / T(std::max<int64_t>(n - 1, 1)) + eps;
+        s[h].var = segment_squares(xr + starts[h], s[h].mean, n) / T(std::max<int64_t>(n - 1, 1)) + eps;
         s[h].scale = scale_of(s[h].var, head_of(params, h, H));
       }
       for (int64_t h = 0; h < H; ++h) {
@@ -190,34 +314,18 @@ void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* para
         const int64_t n = starts[h + 1] - starts[h];
         T* z = zs.data() + starts[h];
         const T mean = s[h].mean, scale = s[h].scale, offset = -params[H + h] * scale;
-        T peak = mode == kNone ? T(0) : INFINITY;
-        if (mode == kNone) {
 #pragma omp simd
-          for (int64_t k = 0; k < n; ++k) z[k] = offset + (xs[k] - mean) * scale;
-        } else {
-#pragma omp simd reduction(min : peak)
-          for (int64_t k = 0; k < n; ++k) {
-            z[k] = offset + (xs[k] - mean) * scale;
-            peak = std::min(peak, z[k] * z[k]);
-          }
-        }
-        s[h].peak = peak;
+        for (int64_t k = 0; k < n; ++k) z[k] = offset + (xs[k] - mean) * scale;
+        s[h].peak = mode == kNone ? T(0) : segment_min_square(z, n);
       }
       for (int64_t h = 0; h < H; ++h) {
         const int64_t n = starts[h + 1] - starts[h];
         T* z = zs.data() + starts[h];
         const T peak = s[h].peak;
-        T total = 0;
-#pragma omp simd reduction(+ : total)
-        for (int64_t k = 0; k < n; ++k) {
-          z[k] = exp_of(static_cast<T>(peak - z[k] * z[k]));  // z's slot now holds exp(peak - z^2)
-          total += z[k];
-        }
-        sums[h] = total;
-      }
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t n = starts[h + 1] - starts[h];
-        s[h].factor = factor_of(sums[h], s[h].var, s[h].peak, head_of(params, h, H), n, eps, mode, s[h].clamped);
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) z[k] = exp_of(static_cast<T>(peak - z[k] * z[k]));  // now exp(peak - z^2)
+        const T total = segment_sum(z, n);
+        s[h].factor = factor_of(total, s[h].var, s[h].peak, head_of(params, h, H), n, eps, mode, s[h].clamped);
         store_stats(stats + (b * H + h) * kStats, s[h]);
       }
       for (int64_t h = 0; h < H; ++h) {
@@ -241,7 +349,7 @@ void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, 
   {
     std::vector<T> buffer(3 * g.length);
     std::vector<SegmentStats<T>> s(H);
-    std::vector<T> beta(H), s0(H), s1(H), a(H), bcoef(H), mean_centered(H);
+    std::vector<T> beta(H), a(H), bcoef(H), mean_centered(H);
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < g.outer; ++b) {
       const int64_t* starts = g.starts_of(b);
@@ -265,36 +373,24 @@ void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, 
         T *z = zr + start, *w = wr + start, *gw = gwr + start;
         const T mean = s[h].mean, scale = s[h].scale, offset = -params[H + h] * scale, peak = s[h].peak,
                 factor = s[h].factor;
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
+#pragma omp simd
         for (int64_t k = 0; k < n; ++k) {
           z[k] = offset + (xs[k] - mean) * scale;
           w[k] = exp_of(static_cast<T>(peak - z[k] * z[k])) * factor;
           gw[k] = gos[k] * xs[k];
-          sum += gw[k] * w[k];
         }
-        beta[h] = sum;
+        beta[h] = segment_dot(gw, w, n);
       }
       for (int64_t h = 0; h < H; ++h) {
         const int64_t start = starts[h], n = starts[h + 1] - start;
         const T *z = zr + start, *w = wr + start;
         T* gw = gwr + start;
         const T beta_q = softmax_beta(beta[h], s[h].clamped, n, mode);
-        T sum0 = 0, sum1 = 0;
-#pragma omp simd reduction(+ : sum0, sum1)
-        for (int64_t k = 0; k < n; ++k) {
-          const T grad_z = T(2) * ((beta_q - gw[k]) * w[k]) * z[k];
-          gw[k] = grad_z;  // gw's slot now holds grad_z
-          sum0 += grad_z;
-          sum1 += grad_z * z[k];
-        }
-        s0[h] = sum0;
-        s1[h] = sum1;
-      }
-      for (int64_t h = 0; h < H; ++h) {
-        const int64_t n = starts[h + 1] - starts[h];
-        const BackwardScalars<T> r = backward_scalars(s[h].scale, s[h].var, s[h].clamped, head_of(params, h, H),
-                                                      beta[h], s0[h], s1[h], std::max<int64_t>(n - 1, 1), mode);
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) gw[k] = T(2) * ((beta_q - gw[k]) * w[k]) * z[k];  // gw's slot: grad_z
+        const BackwardScalars<T> r =
+            backward_scalars(s[h].scale, s[h].var, s[h].clamped, head_of(params, h, H), beta[h], segment_sum(gw, n),
+                             segment_dot(gw, z, n), std::max<int64_t>(n - 1, 1), mode);
         a[h] = r.a;
         bcoef[h] = r.b;
         std::copy(r.grads, r.grads + kParamGrads, pg + h * kParamGrads);
@@ -306,13 +402,9 @@ void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, 
         const T* xs = xr + start;
         T* gw = gwr + start;
         const T mean = s[h].mean, ah = a[h], bh = bcoef[h];
-        T sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t k = 0; k < n; ++k) {
-          gw[k] = gw[k] * ah + (xs[k] - mean) * bh;  // gw's slot now holds grad_centered
-          sum += gw[k];
-        }
-        mean_centered[h] = sum / T(n);
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) gw[k] = gw[k] * ah + (xs[k] - mean) * bh;  // gw's slot: grad_centered
+        mean_centered[h] = segment_sum(gw, n) / T(n);
       }
       for (int64_t h = 0; h < H; ++h) {
         const int64_t start = starts[h], n = starts[h + 1] - start;
