@@ -106,6 +106,36 @@ def test_fused_kernel_equals_the_exact_path(layout, dtype, normalization, kernel
         assert torch.equal(fused[0][2], x[2])  # the all-padding row passes through
 
 
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_narrow_gaussians_whose_tails_are_subnormal_agree_with_the_exact_path(axis, kernel_calls, monkeypatch):
+    """The kernel flushes subnormal floats (below 1.2e-38) to 0 while it runs: results agree at each tensor's scale."""
+    _kernel_or_skip()
+    layer = GaussianAdaptiveAttention(4, 3, axis, normalization="sum")
+    with torch.no_grad():
+        layer.c.fill_(0.05)  # total precision 1200 per head: most weights far below 1e-30
+    x = torch.randn(2, 64, 32)
+    upstream = torch.randn(2, 64, 32)
+    fused = _run(layer, x, None, upstream)
+    exact = _exact(monkeypatch, layer, x, None, upstream)
+    assert len(kernel_calls) == 1
+    _, weights = layer(x, return_weights=True)
+    assert ((weights > 0) & (weights < torch.finfo(torch.float32).tiny)).any()  # the exact path has subnormals
+    # Both paths lose the tail's smallest values (the kernel's float exp ends at exp(-87), where PyTorch's goes on to
+    # exp(-103) in subnormals), so differences are absolute, far below each tensor's scale.
+    for ours, expected in zip(fused, exact):
+        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+def test_the_kernel_leaves_the_callers_floating_point_settings_as_it_found_them(kernel_calls):
+    _kernel_or_skip()
+    for shape in [(2, 8, 6), (8, 64, 256)]:  # one thread, then a thread team
+        x = torch.randn(shape, requires_grad=True)
+        GaussianAdaptiveAttention(2, 3, 1)(x).sum().backward()
+    assert len(kernel_calls) == 2
+    subnormal = torch.tensor([1e-39])
+    assert (subnormal * 2).item() == pytest.approx(2e-39, rel=1e-3)  # not flushed to 0 after the kernel ran
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_inputs_are_served_in_float32(dtype, kernel_calls, monkeypatch):
     _kernel_or_skip()

@@ -31,7 +31,8 @@ constexpr int kParamGrads = 4;
 // Subnormal floats (below 1.2e-38) read and written as 0 while the kernel runs, on each thread that runs it. Weights
 // of elements far out in a narrow Gaussian's tail land there (with the reference's initialisation, 16 heads of 20
 // Gaussians put 3% of the outputs there), and x86 cores slow down on subnormal operands and results: flushing them made
-// the kernel 5-10% faster on (8, 512, 768). What is lost is below 1.2e-38 in absolute terms.
+// the kernel 5-10% faster on (8, 512, 768). What is lost are tail weights that pass below 1.2e-38 on the way (the float
+// exp_of already ends at exp(-87)); "sum"'s eps floor can scale such a weight by up to 1/eps before it is lost.
 class FlushSubnormals {
  public:
 #if defined(__SSE__)
