@@ -106,6 +106,17 @@ def test_fused_kernel_equals_the_exact_path(layout, dtype, normalization, kernel
         assert torch.equal(fused[0][2], x[2])  # the all-padding row passes through
 
 
+def test_the_hand_derived_backward_of_the_head_parameters_equals_autograd():
+    torch.manual_seed(0)
+    c = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    offsets = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    upstream = [torch.randn(3, dtype=torch.float64) for _ in range(4)]
+    expected = torch.autograd.grad(gaam_layer.head_parameters(c, offsets), (c, offsets), upstream)
+    ours = gaam_layer.head_parameters_backward(c.detach(), offsets.detach(), *upstream)
+    for mine, reference in zip(ours, expected):
+        torch.testing.assert_close(mine, reference, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("axis", [-1, 1])
 def test_narrow_gaussians_whose_tails_are_subnormal_agree_with_the_exact_path(axis, kernel_calls, monkeypatch):
     """The kernel flushes subnormal floats (below 1.2e-38) to 0 while it runs: results agree at each tensor's scale."""

@@ -53,6 +53,36 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
+def head_parameters(c: torch.Tensor, offsets: torch.Tensor):
+    """Per-head (total precision P, shift A / P, spread D = Q - A^2 / P, log_norm) of Gaussians with scales `c` and
+    mean offsets `offsets`, both (heads, gaussians): the product of a head's Gaussians in closed form."""
+    precision = c.pow(-2)
+    total_precision = precision.sum(-1)
+    shift = (precision * offsets).sum(-1) / total_precision
+    spread_of_offsets = (precision * offsets.square()).sum(-1) - total_precision * shift.square()
+    log_norm = -0.5 * c.shape[-1] * math.log(2 * math.pi) - c.abs().log().sum(-1)
+    return total_precision, shift, spread_of_offsets, log_norm
+
+
+def head_parameters_backward(c, offsets, grad_total_precision, grad_shift, grad_spread, grad_log_norm):
+    """Gradients of `c` and `offsets` from those of `head_parameters`' four outputs (hand-derived, for the fused path;
+    the exact path differentiates `head_parameters` with autograd, and tests hold the two together).
+
+    With p = c^-2, P = sum p, s = sum(p o) / P, D = sum(p o^2) - P s^2:
+    dP/dp = 1, ds/dp = (o - s) / P, dD/dp = (o - s)^2, ds/do = p / P, dD/do = 2 p (o - s), d log_norm / dc = -1 / c.
+    """
+    precision = c.pow(-2)
+    total_precision = precision.sum(-1, keepdim=True)
+    shift = (precision * offsets).sum(-1, keepdim=True) / total_precision
+    deviation = offsets - shift
+    grad_shift, grad_spread = grad_shift.unsqueeze(-1), grad_spread.unsqueeze(-1)
+    grad_precision = grad_total_precision.unsqueeze(-1) + grad_shift * deviation / total_precision
+    grad_precision = grad_precision + grad_spread * deviation.square()
+    grad_c = -(2 * grad_precision * precision + grad_log_norm.unsqueeze(-1)) / c
+    grad_offsets = precision * (grad_shift / total_precision + 2 * grad_spread * deviation)
+    return grad_c, grad_offsets
+
+
 class _Blocks:
     """Heads as contiguous equal-size blocks of the normalised axis: a reshape, plain reductions, broadcasting."""
 
@@ -326,9 +356,11 @@ class _FusedGaussianAttention(torch.autograd.Function):
     """`x * weights` (padding passed through) and its backward, by the fused kernel; the math of `_GaussianWeights`."""
 
     @staticmethod
-    def forward(ctx, x, total_precision, shift, spread_of_offsets, log_norm, layout, eps, normalization):
+    def forward(ctx, x, c, offsets, layout, eps, normalization):
         kernel, suffix = _fused_kernel(), _KERNEL_DTYPES[x.dtype]
-        parameters = torch.stack([total_precision, shift, spread_of_offsets, log_norm]).contiguous()
+        # The per-head parameters and their backward by hand: through autograd, their ~30 small ops cost as much as
+        # a tenth of the kernel.
+        parameters = torch.stack(head_parameters(c, offsets)).contiguous()
         output = torch.empty_like(x)
         stats = x.new_empty(layout.outer, layout.num_heads, layout.inner, _STATS)
         getattr(kernel, f"gaam_forward_{suffix}")(
@@ -336,13 +368,13 @@ class _FusedGaussianAttention(torch.autograd.Function):
             eps, _MODES[normalization], _threads_for(x),
         )  # fmt: skip
         ctx.layout, ctx.normalization = layout, normalization
-        ctx.save_for_backward(x, stats, parameters)
+        ctx.save_for_backward(x, stats, parameters, c, offsets)
         return output
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        x, stats, parameters = ctx.saved_tensors
+        x, stats, parameters, c, offsets = ctx.saved_tensors
         layout, suffix = ctx.layout, _KERNEL_DTYPES[x.dtype]
         grad_output = grad_output.contiguous()
         grad_x = torch.empty_like(x)
@@ -351,8 +383,8 @@ class _FusedGaussianAttention(torch.autograd.Function):
             x.data_ptr(), grad_output.data_ptr(), grad_x.data_ptr(), stats.data_ptr(), parameters.data_ptr(),
             param_grads.data_ptr(), *layout.arguments(), _MODES[ctx.normalization], _threads_for(x),
         )  # fmt: skip
-        per_head = param_grads.sum((0, 2)).unbind(-1)
-        return (grad_x, *per_head, None, None, None)
+        grad_c, grad_offsets = head_parameters_backward(c, offsets, *param_grads.sum((0, 2)).unbind(-1))
+        return grad_x, grad_c, grad_offsets, None, None, None
 
 
 class GaussianAdaptiveAttention(nn.Module):
@@ -435,14 +467,7 @@ class GaussianAdaptiveAttention(nn.Module):
         return attention_mask.to(torch.bool).reshape(attention_mask.shape + (1,) * (x.dim() - 2))
 
     def _head_parameters(self, dtype: torch.dtype, heads: slice = slice(None)):
-        c = self.c[heads].to(dtype)
-        offsets = self.mean_offsets[heads].to(dtype)
-        precision = c.pow(-2)
-        total_precision = precision.sum(-1)
-        shift = (precision * offsets).sum(-1) / total_precision
-        spread_of_offsets = (precision * offsets.square()).sum(-1) - total_precision * shift.square()
-        log_norm = -0.5 * self.num_gaussians * math.log(2 * math.pi) - c.abs().log().sum(-1)
-        return total_precision, shift, spread_of_offsets, log_norm
+        return head_parameters(self.c[heads].to(dtype), self.mean_offsets[heads].to(dtype))
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, return_weights: bool = False):
         """
@@ -462,10 +487,10 @@ class GaussianAdaptiveAttention(nn.Module):
         # The fused kernel returns the output only; weights come from the exact path.
         layout = None if return_weights else self._fused_layout(x_compute, axis, attention_mask)
         if layout is not None:
-            heads = self._head_parameters(compute_dtype)
             output = _FusedGaussianAttention.apply(
-                x_compute.contiguous(), *heads, layout, self.eps, self.normalization
-            )
+                x_compute.contiguous(), self.c.to(compute_dtype), self.mean_offsets.to(compute_dtype), layout,
+                self.eps, self.normalization,
+            )  # fmt: skip
             return output.to(x.dtype)
 
         if valid is None or axis >= attention_mask.dim():
