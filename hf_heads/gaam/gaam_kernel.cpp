@@ -9,7 +9,8 @@
 // covers ranks [starts[b][h], starts[b][h + 1]) of b's position list (positions[b], or the identity when null);
 // ranks from starts[b][H] on are padding and pass through. A null `row_valid` means every outer row is real,
 // otherwise rows with 0 pass through.
-// Per (b, h, j) statistics saved for the backward: mean, var, peak (min of z^2), factor, clamped.
+// Per (b, h, j) statistics saved for the backward: mean, var, peak (min of z^2), factor, clamped. The backward returns
+// the per-head parameters' gradients summed over each task's columns: per (b, h, tile of kTile columns).
 
 #include <algorithm>
 #include <cmath>
@@ -546,8 +547,8 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
       const T* xb = x + b * g.length * g.inner + j0;
       const T* gob = grad_out + b * g.length * g.inner + j0;
       T* gxb = grad_x + b * g.length * g.inner + j0;
-      T* pg = param_grads + ((b * g.heads + h) * g.inner + j0) * kParamGrads;
-      std::fill(pg, pg + width * kParamGrads, T(0));
+      T* pg = param_grads + ((b * g.heads + h) * tiles + tile) * kParamGrads;
+      std::fill(pg, pg + kParamGrads, T(0));
       auto row = [&](int64_t rank) { return (positions ? positions[rank] : rank) * g.inner; };
       if (h == g.heads - 1) {
         for (int64_t rank = g.real_row(b) ? starts[g.heads] : 0; rank < g.length; ++rank)
@@ -600,14 +601,22 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
         }
       }
       const int64_t bessel = std::max<int64_t>(n - 1, 1);
-#pragma omp simd
+      T grad0 = 0, grad1 = 0, grad2 = 0, grad3 = 0;
+#pragma omp simd reduction(+ : grad0, grad1, grad2, grad3)
       for (int64_t j = 0; j < width; ++j) {
         const BackwardScalars<T> r =
             backward_scalars(scale[j], var[j], clamped[j], head, beta[j], s0[j], s1[j], bessel, mode);
         a[j] = r.a;
         bcoef[j] = r.b;
-        for (int i = 0; i < kParamGrads; ++i) pg[j * kParamGrads + i] = r.grads[i];
+        grad0 += r.grads[0];
+        grad1 += r.grads[1];
+        grad2 += r.grads[2];
+        grad3 += r.grads[3];
       }
+      pg[0] = grad0;
+      pg[1] = grad1;
+      pg[2] = grad2;
+      pg[3] = grad3;
       for (int64_t k = 0; k < n; ++k) {  // grad_centered, summed as computed (see rows_backward)
         const int64_t r = row(start + k);
         T* gc = gws + k * kTile;
@@ -670,3 +679,6 @@ void backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, const
 
 GAAM_ENTRY_POINTS(float, f32)
 GAAM_ENTRY_POINTS(double, f64)
+
+// Columns per tile of the strided layout: the backward returns parameter gradients per (b, h, tile).
+extern "C" int64_t gaam_tile_columns() { return kTile; }

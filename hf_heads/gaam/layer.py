@@ -279,6 +279,7 @@ def _build_kernel() -> ctypes.CDLL:
             os.replace(target, library)
     kernel = ctypes.CDLL(str(library))
     pointer, size = ctypes.c_void_p, ctypes.c_int64
+    kernel.gaam_tile_columns.argtypes, kernel.gaam_tile_columns.restype = [], size
     for suffix in _KERNEL_DTYPES.values():
         getattr(kernel, f"gaam_forward_{suffix}").argtypes = [pointer] * 4 + [size] * 4 + [pointer, size] * 2 + [
             pointer, ctypes.c_double, ctypes.c_int, ctypes.c_int]
@@ -378,7 +379,9 @@ class _FusedGaussianAttention(torch.autograd.Function):
         layout, suffix = ctx.layout, _KERNEL_DTYPES[x.dtype]
         grad_output = grad_output.contiguous()
         grad_x = torch.empty_like(x)
-        param_grads = x.new_empty(layout.outer, layout.num_heads, layout.inner, _PARAM_GRADS)
+        # Summed by the kernel over each tile of columns (one tile where the axis is the last).
+        tiles = -(-layout.inner // _fused_kernel().gaam_tile_columns())
+        param_grads = x.new_empty(layout.outer, layout.num_heads, tiles, _PARAM_GRADS)
         getattr(_fused_kernel(), f"gaam_backward_{suffix}")(
             x.data_ptr(), grad_output.data_ptr(), grad_x.data_ptr(), stats.data_ptr(), parameters.data_ptr(),
             param_grads.data_ptr(), *layout.arguments(), _MODES[ctx.normalization], _threads_for(x),
