@@ -174,6 +174,26 @@ def test_the_cache_holds_attention_state_and_decodes_like_a_full_pass(placement,
     assert all(layer.keys.shape[-2] == 10 for layer in cache.layers if isinstance(layer, DynamicLayer))
 
 
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_decoding_a_left_padded_batch_step_by_step_continues_the_full_passs_positions(placement):
+    """transformers' convention: each step gets the new tokens and the mask of every token so far, no position ids."""
+    model = build(GaamGPT2LMHeadModel, placement)
+    tokens = ids(length=8)
+    mask = torch.ones_like(tokens)
+    mask[1, :3] = 0  # row 1 left-padded
+    full = model(input_ids=tokens, attention_mask=mask).logits
+    outputs = model(input_ids=tokens[:, :4], attention_mask=mask[:, :4], use_cache=True)
+    steps = [outputs.logits]
+    for position in range(4, tokens.shape[1]):
+        outputs = model(
+            input_ids=tokens[:, position : position + 1], attention_mask=mask[:, : position + 1],
+            cache=outputs.cache, use_cache=True,
+        )
+        steps.append(outputs.logits)
+    real = mask.bool()
+    torch.testing.assert_close(torch.cat(steps, dim=1)[real], full[real], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("given", ["none", "lazy", "from-config"])
 def test_a_replace_block_has_no_cache_state_from_the_first_call(given):
     model = build(GaamGPT2Model, "replace-block-0")

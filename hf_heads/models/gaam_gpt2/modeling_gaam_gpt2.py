@@ -201,7 +201,8 @@ class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
             # GAAM over positions needs the (batch, seq) padding mask itself, not the 4-D causal mask.
             kwargs["gaam_attention_mask"] = _padding_mask(input_ids, inputs_embeds, attention_mask)
         if position_ids is None:
-            position_ids = _positions_from_mask(input_ids, inputs_embeds, attention_mask)
+            past_length = cache.get_seq_length() if cache is not None else 0
+            position_ids = _positions_from_mask(input_ids, inputs_embeds, attention_mask, past_length)
         return super().forward(
             input_ids,
             cache=cache,
@@ -235,16 +236,21 @@ class GaamGPT2Model(GaamGPT2PreTrainedModel, GPT2Model):
         return cache
 
 
-def _positions_from_mask(input_ids, inputs_embeds, attention_mask) -> torch.Tensor | None:
+def _positions_from_mask(input_ids, inputs_embeds, attention_mask, past_length: int) -> torch.Tensor | None:
     """
     Positions counted over real tokens, so a left-padded text gets the positions it has alone (GPT-2 itself counts
     padding, and a left-padded prediction then differs). Without padding or with right padding these are GPT-2's own
-    positions. Only when the mask covers exactly the given tokens (no cache offset to account for).
+    positions. The mask covers the tokens given after `past_length` cached ones (transformers' convention), so a
+    decoding step continues the count of the full pass; an attention-free model keeps no cache, and a mask longer than
+    its input covers the tokens it already read. Any other mask: GPT-2's positions (None).
     """
     length = (input_ids if input_ids is not None else inputs_embeds[..., 0]).shape[1]
-    if attention_mask is None or attention_mask.dim() != 2 or attention_mask.shape[1] != length:
+    if attention_mask is None or attention_mask.dim() != 2:
         return None
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    covered = attention_mask.shape[1]
+    if covered != past_length + length and not (past_length == 0 and covered > length):
+        return None
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
 
 
 def _padding_mask(input_ids, inputs_embeds, attention_mask) -> torch.Tensor:
