@@ -87,14 +87,18 @@ def user_head_module(tmp_path, monkeypatch):
     sys.modules.pop("my_heads", None)
 
 
-def test_a_registered_head_trains_saves_its_code_and_reloads(tmp_path, user_head_module):
+def test_a_registered_head_trains_saves_its_code_and_reloads(tmp_path, user_head_module, run_without_hf_heads):
     model = make(head_type="max_pool")
     assert type(model.head) is user_head_module.MaxPoolHead
     loss = model(input_ids=tokens(), labels=torch.tensor([0, 1, 2])).loss
     loss.backward()
     assert model.head.scale.grad is not None
     model.save_pretrained(tmp_path / "model")
-    assert (tmp_path / "model" / "my_heads.py").read_text() == textwrap.dedent(USER_HEAD)
+    # The folder's copy imports what the folder carries; the user's own file is untouched.
+    carried = textwrap.dedent(USER_HEAD).replace("from hf_heads import Head, register_head",
+                                                 "from .heads import Head; from .heads import register_head")
+    assert (tmp_path / "model" / "my_heads.py").read_text() == carried
+    assert Path(user_head_module.__file__).read_text() == textwrap.dedent(USER_HEAD)
     assert model.config.head_code == "my_heads.MaxPoolHead"
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "model").eval()
     torch.testing.assert_close(reloaded(input_ids=tokens()).logits, model(input_ids=tokens()).logits, rtol=0, atol=0)
@@ -120,6 +124,42 @@ def test_a_registered_head_trains_saves_its_code_and_reloads(tmp_path, user_head
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(input_ids=tokens()).logits, rtol=0, atol=0)
+
+    # A machine without `hf_heads` at all.
+    run_without_hf_heads(
+        f"""
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True)
+        logits = model.eval()(input_ids=torch.load({str(tmp_path / "ids.pt")!r})).logits
+        torch.save(logits, {str(tmp_path / "out_without.pt")!r})
+        """
+    )
+    without = torch.load(tmp_path / "out_without.pt")
+    torch.testing.assert_close(without, model(input_ids=tokens()).logits, rtol=0, atol=0)
+
+
+IMPORT_FORMS = {
+    "from the package": ("from hf_heads import Head as Base, GaussianAdaptiveAttention",
+                         "from .heads import Head as Base; from .gaam_layer import GaussianAdaptiveAttention"),
+    "from a module": ("    from hf_heads.models.headed.heads import pool_mean  # indented, with a comment",
+                      "    from .heads import pool_mean  # indented, with a comment"),
+    "not carried": ("import hf_heads", "import hf_heads"),
+    "other packages": ("from torch import nn", "from torch import nn"),
+}
+
+
+@pytest.mark.parametrize("form", IMPORT_FORMS)
+def test_a_head_files_imports_from_hf_heads_become_imports_of_the_carried_files(tmp_path, form):
+    given, expected = IMPORT_FORMS[form]
+    path = tmp_path / "my_heads.py"
+    path.write_text(f"import torch\nif True:\n    pass\n{given}\nx = 1\n")
+    if form == "not carried":
+        with pytest.warns(UserWarning, match=r"my_heads.py, line 4: `import hf_heads`.*only where `hf_heads` is"):
+            text = modeling_headed._with_imports_from_carried_files(path)
+    else:
+        text = modeling_headed._with_imports_from_carried_files(path)
+    assert text == f"import torch\nif True:\n    pass\n{expected}\nx = 1\n"
 
 
 def test_saving_a_head_defined_in_main_is_refused_with_the_reason(tmp_path):

@@ -10,9 +10,11 @@ by the head's `feature`, which `hf_heads.features.cache_backbone_features` store
 trains for many epochs at the cost of one backbone pass.
 """
 
+import ast
+import importlib
 import inspect
-import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,6 +42,65 @@ from .readable_weights import ReadableWeightsMixin
 # is imported).
 CARRIED_BACKBONES = {GaamGPT2Model.config_class.model_type: GaamGPT2Model}
 HUB_ARGUMENTS = ("cache_dir", "revision", "token", "local_files_only")
+
+
+# The files every `headed` folder carries beside its modeling code, from which a user's head file may import.
+CARRIED_FILES = ("heads", "gaam_layer", "losses", "readable_weights")
+
+
+def _with_imports_from_carried_files(path: Path) -> str:
+    """
+    The text of a user's head file whose `from hf_heads... import Name` statements import each name from the file the
+    folder carries it in (`from hf_heads import Head` becomes `from .heads import Head`), so that the folder loads
+    where `hf_heads` is not installed. An import of anything the folder does not carry stays, with a warning.
+    """
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    package = __name__.rpartition(".")[0]
+    imports = [node for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    for node in sorted(imports, key=lambda node: (node.lineno, node.col_offset), reverse=True):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            modules = [node.module or ""] if node.level == 0 else []
+        if not any(module.split(".")[0] == "hf_heads" for module in modules):
+            continue
+        statements = None
+        if isinstance(node, ast.ImportFrom):
+            statements = _from_carried_files(node, package)
+        if statements is None:
+            warnings.warn(
+                f"{path.name}, line {node.lineno}: `{ast.unparse(node)}` imports from `hf_heads` something a model "
+                f"folder does not carry, so the saved folder loads only where `hf_heads` is installed. Names from "
+                f"{', '.join(f'{name}.py' for name in CARRIED_FILES)} travel (e.g. `from hf_heads import Head`).",
+                stacklevel=4,
+            )
+            continue
+        # Replace exactly the statement's characters: anything sharing its lines stays.
+        first, last = node.lineno - 1, node.end_lineno - 1
+        replaced = lines[first][: node.col_offset] + "; ".join(statements) + lines[last][node.end_col_offset :]
+        lines[first : last + 1] = [replaced]
+    return "".join(lines)
+
+
+def _from_carried_files(node: ast.ImportFrom, package: str) -> list[str] | None:
+    """Relative imports of `node`'s names from the carried files defining them, or None if one is not carried."""
+    try:
+        source = importlib.import_module(node.module)
+    except ImportError:
+        return None
+    carried = {name: importlib.import_module(f"{package}.{name}") for name in CARRIED_FILES}
+    statements = []
+    for alias in node.names:
+        value = getattr(source, alias.name, None)
+        holding = [name for name, module in carried.items() if getattr(module, alias.name, None) is value]
+        if value is None or not holding:
+            return None
+        # The file that defines it (`heads.py` also imports `GaussianAdaptiveAttention`, defined in `gaam_layer.py`).
+        defining = [name for name in holding if carried[name].__name__ == getattr(value, "__module__", None)]
+        home = (defining or holding)[0]
+        statements.append(f"from .{home} import {alias.name}" + (f" as {alias.asname}" if alias.asname else ""))
+    return statements
 
 
 def build_backbone(config) -> nn.Module:
@@ -187,10 +248,11 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             self.config.head_code = f"{head_class.__module__.rsplit('.', 1)[-1]}.{head_class.__name__}"
         super().save_pretrained(save_directory, *args, **kwargs)
         if not registered_here:
-            # Like `custom_object_save` for the model's own classes: the head's file and its same-folder imports.
+            # Like `custom_object_save` for the model's own classes: the head's file and its same-folder imports,
+            # importing from the files the folder carries instead of from `hf_heads`.
             source = Path(sys.modules[head_class.__module__].__file__)
             for path in [source, *map(Path, get_relative_import_files(source))]:
-                shutil.copyfile(path, Path(save_directory) / path.name)
+                (Path(save_directory) / path.name).write_text(_with_imports_from_carried_files(path))
 
     @staticmethod
     def _check_head_code_can_travel(head_class) -> None:
