@@ -87,6 +87,32 @@ def tokens(seed=0, size=2, length=9):
     return torch.randint(2, 100, (size, length), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("model_class,head", [
+    (HeadedModelForSequenceClassification, dict(head_type="mean")),
+    (HeadedModelForSequenceClassification, dict(head_type="gaam_layers", gaam_num_gaussians=3)),  # reads every layer
+    (HeadedModelForTokenClassification, dict(head_type="linear")),
+])
+def test_hidden_states_and_attentions_come_back_when_asked_as_from_the_plain_backbone(model_class, head):
+    torch.manual_seed(0)
+    config = HeadedConfig(
+        backbone_config=BACKBONES["bert"](), num_labels=3, head_dropout=0.0, attn_implementation="eager", **head
+    )
+    model = model_class(config).eval()
+    plain = plain_backbone(model)
+    plain.set_attn_implementation("eager")
+    expected = plain(input_ids=tokens(), output_hidden_states=True, output_attentions=True)
+    outputs = model(input_ids=tokens(), output_hidden_states=True, output_attentions=True)
+    for name in ("hidden_states", "attentions"):
+        assert len(outputs[name]) == len(expected[name]) > 0
+        for ours, theirs in zip(outputs[name], expected[name]):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    # As transformers' classifiers: not unless asked (keyword or config flag); a tuple carries them after the logits.
+    assert model(input_ids=tokens()).hidden_states is None and model(input_ids=tokens()).attentions is None
+    model.config.output_hidden_states = True
+    assert len(model(input_ids=tokens()).hidden_states) == 3
+    assert len(model(input_ids=tokens(), output_hidden_states=False, return_dict=False)) == 1
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_without_padding_features_equal_the_plain_backbones(backbone):
     model = make(backbone, head_type="gaam_layers")

@@ -336,3 +336,17 @@ def test_daam_that_cannot_fit_the_backbone_fails_at_construction(layers, fields,
 def test_every_head_declares_a_default_learning_rate():
     for name, head_class in heads_module.HEADS.items():
         assert 0 < head_class.default_learning_rate < 1, name
+
+
+def test_a_head_naming_per_token_states_but_inheriting_the_pooled_extract_is_refused_at_definition():
+    with pytest.raises(TypeError, match=r"Careless sets feature='backbone_hidden_states'.*override `extract`"):
+
+        class Careless(Head):
+            feature = "backbone_hidden_states"
+
+    class Careful(Head):  # the same name with its own extraction is fine
+        feature = "backbone_hidden_states"
+
+        @classmethod
+        def extract(cls, outputs, attention_mask):
+            return outputs.last_hidden_state

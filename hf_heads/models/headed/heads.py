@@ -43,11 +43,23 @@ def head_error(head_type: str, field: str, value, accepted: str) -> ValueError:
     return ValueError(f"head_type={head_type!r}: `{field}`={value!r} does not fit; {accepted}.")
 
 
+# Feature names whose built-in heads read more than the pooled last hidden state.
+UNPOOLED_FEATURES = {
+    "backbone_hidden_states": "every token's last hidden state, (batch, sequence, hidden)",
+    "backbone_layer_states": "every layer's hidden state, mean-pooled, (batch, layers + 1, hidden)",
+}
+
+
 class Head(nn.Module):
     """
     Base of every head. Subclasses set the class attributes below and implement `forward(features, attention_mask)`,
     which returns (batch, output_size) for sequence classification or (batch, sequence, output_size) for token
     classification; the model adds dropout and a linear `classifier`.
+
+    What `forward` receives is what `extract` makes of the backbone's outputs, shaped as `feature_shape` says: by
+    default the last hidden state mean-pooled over real tokens, (batch, hidden). `feature` only names it. To read
+    something else (every token's state, every layer's), override `extract` and `feature_shape`, or subclass a head
+    that reads it (`LinearHead` every token's last hidden state, `LayerStatesHead` every layer's, pooled).
     """
 
     # The `forward` argument and cached column holding what this head reads from the backbone.
@@ -58,6 +70,17 @@ class Head(nn.Module):
     reads_every_layer: bool = False
     # A learning rate that trains this head well on a frozen backbone (the recipes' default; benchmarks/quality.py).
     default_learning_rate: float = 1e-3
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A head naming what the built-in heads read per token or per layer while inheriting the pooled default would
+        # receive (batch, hidden) under a name that promises more, and fail far from the cause.
+        if cls.feature in UNPOOLED_FEATURES and cls.extract.__func__ is Head.extract.__func__:
+            raise TypeError(
+                f"{cls.__qualname__} sets feature={cls.feature!r} ({UNPOOLED_FEATURES[cls.feature]} in the built-in "
+                "heads) but inherits Head.extract, which gives the last hidden state mean-pooled, (batch, hidden): "
+                "override `extract` and `feature_shape` too, or subclass the built-in head that reads it."
+            )
 
     def __init__(self, config, task: str):
         super().__init__()

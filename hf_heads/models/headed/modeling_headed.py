@@ -272,9 +272,16 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
         reference = input_ids if input_ids is not None else inputs_embeds[..., 0]
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
-        # The head decides which hidden states the backbone returns; the outputs carry logits only.
-        for flag in ("output_hidden_states", "output_attentions"):
+        # The head needs every layer's states or the last one; the user may ask for the backbone's hidden states and
+        # attentions in the outputs, as from the plain backbone's classifiers (keyword, else the config's flag).
+        requested = {
+            flag: getattr(self.config, flag, False) if backbone_inputs.get(flag) is None else backbone_inputs[flag]
+            for flag in ("output_hidden_states", "output_attentions")
+        }
+        for flag in requested:
             backbone_inputs.pop(flag, None)
+        if requested["output_attentions"]:
+            backbone_inputs["output_attentions"] = True
         if self._derives_positions and backbone_inputs.get("position_ids") is None:
             backbone_inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         backbone_inputs = {name: value for name, value in backbone_inputs.items() if value is not None}
@@ -282,7 +289,7 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            output_hidden_states=self.head.reads_every_layer,
+            output_hidden_states=self.head.reads_every_layer or bool(requested["output_hidden_states"]),
             **backbone_inputs,
         )
         missing = "last_hidden_state" if getattr(outputs, "last_hidden_state", None) is None else None
@@ -293,21 +300,34 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
                 f"The backbone ({type(self.backbone).__name__}) returned no `{missing}`; `headed` models need a "
                 "backbone whose outputs carry its hidden states (an `AutoModel` encoder or decoder)."
             )
-        return outputs, attention_mask
+        passed_on = {
+            "hidden_states": outputs.hidden_states if requested["output_hidden_states"] else None,
+            "attentions": getattr(outputs, "attentions", None) if requested["output_attentions"] else None,
+        }
+        return outputs, attention_mask, passed_on
 
     def backbone_features(self, input_ids=None, attention_mask=None, inputs_embeds=None, **backbone_inputs):
         """What the head reads, from a backbone pass: `{feature_name: ...}`, plus `attention_mask` if per token."""
-        outputs, attention_mask = self._run_backbone(input_ids, attention_mask, inputs_embeds, backbone_inputs)
+        return self._backbone_pass(input_ids, attention_mask, inputs_embeds, backbone_inputs)[0]
+
+    def _backbone_pass(self, input_ids, attention_mask, inputs_embeds, backbone_inputs: dict):
+        """`backbone_features`, and the backbone's hidden states and attentions where the user asked for them."""
+        outputs, attention_mask, passed_on = self._run_backbone(
+            input_ids, attention_mask, inputs_embeds, backbone_inputs
+        )
         features = {self.feature_name: self.head.extract(outputs, attention_mask)}
         if self.feature_is_per_token:
             features["attention_mask"] = attention_mask
-        return features
+        return features, passed_on
 
     def _features(self, input_ids, attention_mask, inputs_embeds, cached: dict, backbone_inputs: dict):
-        """The head's input: the cached features when given (checked against the head), else a backbone pass."""
+        """
+        The head's input: the cached features when given (checked against the head), else a backbone pass; with the
+        backbone's outputs the user asked for (none from cached features).
+        """
         given = {name: value for name, value in cached.items() if value is not None}
         if not given:
-            return self.backbone_features(input_ids, attention_mask, inputs_embeds, **backbone_inputs)
+            return self._backbone_pass(input_ids, attention_mask, inputs_embeds, backbone_inputs)
         if input_ids is not None or inputs_embeds is not None:
             raise ValueError(
                 f"Got both token inputs and cached backbone features ({', '.join(given)}); pass one or the other."
@@ -332,12 +352,13 @@ class HeadedPreTrainedModel(ReadableWeightsMixin, PreTrainedModel):
             if attention_mask is None:
                 attention_mask = torch.ones(features[self.feature_name].shape[:2], dtype=torch.long)
             features["attention_mask"] = attention_mask.to(features[self.feature_name].device)
-        return features
+        return features, {}
 
-    def _logits(self, input_ids, attention_mask, inputs_embeds, cached: dict, backbone_inputs: dict) -> torch.Tensor:
-        features = self._features(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
+    def _logits(self, input_ids, attention_mask, inputs_embeds, cached: dict, backbone_inputs: dict):
+        """The logits, and the backbone's hidden states and attentions where asked for (output fields)."""
+        features, passed_on = self._features(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
         represented = self.head(features[self.feature_name], features.get("attention_mask"))
-        return self.classifier(self.dropout(represented))
+        return self.classifier(self.dropout(represented)), passed_on
 
 
 class HeadedModelForSequenceClassification(HeadedPreTrainedModel):
@@ -378,9 +399,9 @@ class HeadedModelForSequenceClassification(HeadedPreTrainedModel):
         if self.feature_name not in cached:
             cached[self.feature_name] = kwargs.pop(self.feature_name, None)
         backbone_inputs = dict(token_type_ids=token_type_ids, position_ids=position_ids, **kwargs)
-        logits = self._logits(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
+        logits, passed_on = self._logits(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
         loss = None if labels is None else classification_loss(logits, labels, self.config, self.config.num_labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits, **passed_on)
 
 
 class HeadedModelForTokenClassification(HeadedPreTrainedModel):
@@ -411,9 +432,9 @@ class HeadedModelForTokenClassification(HeadedPreTrainedModel):
         if self.feature_name not in cached:
             cached[self.feature_name] = kwargs.pop(self.feature_name, None)
         backbone_inputs = dict(token_type_ids=token_type_ids, position_ids=position_ids, **kwargs)
-        logits = self._logits(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
+        logits, passed_on = self._logits(input_ids, attention_mask, inputs_embeds, cached, backbone_inputs)
         loss = None if labels is None else token_classification_loss(logits, labels, self.config.num_labels)
-        return TokenClassifierOutput(loss=loss, logits=logits)
+        return TokenClassifierOutput(loss=loss, logits=logits, **passed_on)
 
 
 __all__ = ["HeadedModelForSequenceClassification", "HeadedModelForTokenClassification", "HeadedPreTrainedModel"]
