@@ -118,11 +118,16 @@ def _check_gaam_shapes(config: GaamGPT2Config) -> None:
                 f"`gaam_layers`={config.gaam_layers!r} must list distinct block indices in [0, {config.n_layer - 1}] "
                 f"(n_layer={config.n_layer}), or be None for every block."
             )
+    if config.gaam_norm_axis == "features" and config.n_embd < 2:
+        raise ValueError(
+            f"`n_embd`={config.n_embd}: GAAM over the features needs at least 2 of them (a head reads at least 2); "
+            "build the model from a config with its real sizes."
+        )
     if config.gaam_norm_axis == "features" and config.n_embd // config.gaam_num_heads < 2:
         raise ValueError(
             f"`gaam_num_heads`={config.gaam_num_heads} splits n_embd={config.n_embd} features into chunks of "
             f"{config.n_embd // config.gaam_num_heads}; each GAAM head needs at least 2, so use at most "
-            f"{max(config.n_embd // 2, 1)} heads."
+            f"{config.n_embd // 2} heads."
         )
 
 
