@@ -321,9 +321,10 @@ def test_mismatched_checkpoint_raises_a_runtime_error_naming_the_remedy(tmp_path
 def test_placeholder_sizes_are_accepted_as_gpt2config_accepts_them():
     GPT2Config(hidden_size=0, num_hidden_layers=0, num_attention_heads=0)
     placeholder = GaamGPT2Config(hidden_size=0, num_hidden_layers=0, num_attention_heads=0, gaam_layers=[0])
+    placeholder.n_layer, placeholder.n_head = 2, 4
     with pytest.raises(ValueError, match=r"`n_embd`=0: GAAM over the features needs at least 2"):
-        GaamGPT2Model(placeholder)  # built before its sizes are filled in: the size named, not a head count
-    placeholder.n_embd, placeholder.n_layer, placeholder.n_head = 32, 2, 4
+        GaamGPT2Model(placeholder)  # built before its width is filled in: the size named, not a head count
+    placeholder.n_embd = 32
     assert len(GaamGPT2Model(placeholder).h) == 2
 
 
