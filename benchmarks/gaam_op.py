@@ -16,6 +16,10 @@ rows also give the ratio of CPU times (the figure for an idle core). Each row is
 count of `--threads` (the slow reference at the first one only). Peak memory is the growth of the process's maximum
 resident set over one step, each implementation in its own fresh process.
 
+The backward starts from a dense upstream gradient (a fixed random tensor), as inside a network. A `.sum().backward()`
+would hand both ops an expanded gradient of ones instead, which LayerNorm's backward first copies into a dense tensor:
+~1 ms of its ~5 ms at one thread, which made the ratios look 10-15% better than in a model.
+
 glibc keeps freed memory in the process while the times are taken (`keep_freed_memory`), as the step benchmark
 does: with its default settings, whether a freed 12 MiB tensor goes back to the kernel, to be faulted in again page
 by page at the next step, depends on the heap's history (the allocations of the implementations timed before), which
@@ -59,6 +63,11 @@ def build(implementation: str, axis: int, heads: int, gaussians: int):
     return from_reference(build("reference", axis, heads, gaussians))
 
 
+def upstream_gradient(shape) -> torch.Tensor:
+    """The gradient every implementation's backward starts from: dense, the same for all."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(1))
+
+
 def stepper(implementation: str, axis_name: str, heads: int, gaussians: int, x: torch.Tensor):
     """One forward + backward of `implementation` on `x`, as a function of no arguments."""
     import hf_heads.gaam.layer as gaam_layer
@@ -70,6 +79,7 @@ def stepper(implementation: str, axis_name: str, heads: int, gaussians: int, x: 
         layer = build(implementation, AXES[axis_name], heads, gaussians)
         mask = padding_mask(x.shape) if axis_name == "sequence, padded" else None
         forward = (lambda x: layer(x, attention_mask=mask)) if mask is not None else layer
+    upstream = upstream_gradient(x.shape)
 
     def step():
         # The exact path is the op with its fused kernel unavailable (what a machine without a compiler runs).
@@ -79,7 +89,7 @@ def stepper(implementation: str, axis_name: str, heads: int, gaussians: int, x: 
         try:
             x.grad = None
             layer.zero_grad(set_to_none=True)
-            forward(x).sum().backward()
+            forward(x).backward(upstream)
         finally:
             gaam_layer._kernel = saved
 
@@ -155,8 +165,8 @@ def main():
                       {k: f"{statistics.median(v) * 1e3:.1f} ms" for k, v in seconds.items()}, flush=True)
 
     lines = [
-        f"Input {shape}, float32, CPU, forward + backward. {repeats} interleaved turns after a warm-up; times are "
-        "medians, ratios the median of per-turn ratios. Freed memory "
+        f"Input {shape}, float32, CPU, forward + backward from a dense upstream gradient. {repeats} interleaved turns "
+        "after a warm-up; times are medians, ratios the median of per-turn ratios. Freed memory "
         + ("kept in the process by glibc (`keep_freed_memory`)" if kept else "returned to the kernel (glibc default)")
         + ".\n",
         f"Load average while it ran: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, on "
