@@ -359,8 +359,8 @@ class _FusedGaussianAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, c, offsets, layout, eps, normalization):
         kernel, suffix = _fused_kernel(), _KERNEL_DTYPES[x.dtype]
-        # The per-head parameters and their backward by hand: through autograd, their ~30 small ops cost as much as
-        # a tenth of the kernel.
+        # The per-head parameters, and their backward by hand: through autograd their ~30 small ops took 0.22 ms a
+        # call (0.08 ms by hand), a few percent of the op at (8, 512, 768) and more on small inputs.
         parameters = torch.stack(head_parameters(c, offsets)).contiguous()
         output = torch.empty_like(x)
         stats = x.new_empty(layout.outer, layout.num_heads, layout.inner, _STATS)
