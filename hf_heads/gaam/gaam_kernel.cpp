@@ -9,7 +9,8 @@
 // covers ranks [starts[b][h], starts[b][h + 1]) of b's position list (positions[b], or the identity when null);
 // ranks from starts[b][H] on are padding and pass through. A null `row_valid` means every outer row is real,
 // otherwise rows with 0 pass through.
-// Per (b, h, j) statistics saved for the backward: mean, var, peak (min of z^2), factor, clamped. The backward returns
+// Per (b, h, j) statistics saved for the backward, laid out (outer, heads, kStats, inner) so that a tile's columns of
+// each are contiguous: mean, var, peak (min of z^2), factor, clamped. The backward returns
 // the per-head parameters' gradients summed over each task's columns: per (b, h, tile of kTile columns).
 
 #include <algorithm>
@@ -679,9 +680,9 @@ void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* p
 #pragma omp simd
       for (int64_t j = 0; j < kTile; ++j)
         factor[j] = factor_of(total[j], var[j], peak[j], head, n, eps, mode, clamped[j]);
-      T* st = stats + ((b * g.heads + h) * g.inner + j0) * kStats;
-      for (int64_t j = 0; j < width; ++j)
-        store_stats(st + j * kStats, SegmentStats<T>{mean[j], var[j], scale[j], peak[j], factor[j], clamped[j]});
+      T* st = stats + (b * g.heads + h) * kStats * g.inner + j0;
+      const T* const saved[kStats] = {mean, var, peak, factor, clamped};  // store_stats' order
+      for (int i = 0; i < kStats; ++i) std::copy(saved[i], saved[i] + width, st + i * g.inner);
       const Tile factors = Tile::of(factor);
       for (int64_t k = 0; k < n; ++k) {
         const T* z = zs.data() + k * kTile;
@@ -731,15 +732,13 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
       const T* const* xr = tile_rows.point(0, xb, n, width, offset);
       const T* const* gor = tile_rows.point(1, gob, n, width, offset);
       T* const* gxr = tile_rows.point(2, gxb, n, width, offset);
-      const T* st = stats + ((b * g.heads + h) * g.inner + j0) * kStats;
+      const T* st = stats + (b * g.heads + h) * kStats * g.inner + j0;
       // Padded columns get harmless statistics: their weights are 0.
-      for (int64_t j = 0; j < kTile; ++j) {
-        const bool real = j < width;
-        mean[j] = real ? st[j * kStats] : T(0);
-        var[j] = real ? st[j * kStats + 1] : T(1);
-        peak[j] = real ? st[j * kStats + 2] : T(0);
-        factor[j] = real ? st[j * kStats + 3] : T(0);
-        clamped[j] = real ? st[j * kStats + 4] : T(0);
+      T* const saved[kStats] = {mean, var, peak, factor, clamped};
+      const T padding[kStats] = {T(0), T(1), T(0), T(0), T(0)};
+      for (int i = 0; i < kStats; ++i) {
+        std::copy(st + i * g.inner, st + i * g.inner + width, saved[i]);
+        std::fill(saved[i] + width, saved[i] + kTile, padding[i]);
       }
 #pragma omp simd
       for (int64_t j = 0; j < kTile; ++j) scale[j] = scale_of(var[j], head);

@@ -363,7 +363,7 @@ class _FusedGaussianAttention(torch.autograd.Function):
         # call (0.08 ms by hand), a few percent of the op at (8, 512, 768) and more on small inputs.
         parameters = torch.stack(head_parameters(c, offsets)).contiguous()
         output = torch.empty_like(x)
-        stats = x.new_empty(layout.outer, layout.num_heads, layout.inner, _STATS)
+        stats = x.new_empty(layout.outer, layout.num_heads, _STATS, layout.inner)
         getattr(kernel, f"gaam_forward_{suffix}")(
             x.data_ptr(), output.data_ptr(), stats.data_ptr(), parameters.data_ptr(), *layout.arguments(),
             eps, _MODES[normalization], _threads_for(x),
