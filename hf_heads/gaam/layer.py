@@ -249,7 +249,7 @@ _KERNEL_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 _MODES = {"sum": 0, "mean": 1, "none": 2}
 _STATS, _PARAM_GRADS = 5, 4  # per-segment values the kernel saves for, and returns from, the backward
 _GRAIN_SIZE = 32768  # elements per thread, as in PyTorch's own CPU kernels: a small input is not worth a thread team
-_MAX_LENGTH = 16384  # of the normalised axis: bounds the kernel's per-thread scratch (length x 64 columns x 3)
+_MAX_LENGTH = 16384  # of the normalised axis: bounds the kernel's per-thread scratch (length x up to 64 columns x 5)
 _kernel = None  # the loaded library, False once it is known to be unavailable
 
 
