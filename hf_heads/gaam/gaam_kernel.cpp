@@ -767,7 +767,9 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
       const T shift = head.shift;
       // z is recomputed from x where a pass needs it: one buffer less keeps a task's working set (x, grad_out, w and
       // grad_w tiles) in L1.
-      auto z_of = [&](const Vector<T>& xk, int64_t i) { return -shift * scales.v[i] + (xk - means.v[i]) * scales.v[i]; };
+      auto z_of = [&](const Vector<T>& xk, int64_t i) {
+        return -shift * scales.v[i] + (xk - means.v[i]) * scales.v[i];
+      };
       T* ws = buffer.data();
       T* gws = ws + g.length * kTile;
       Tile betas;
