@@ -36,6 +36,17 @@ def test_benchmark_runs_quick(tmp_path, script):
     assert len(table) >= 3, result  # a header and at least two measured rows
 
 
+def test_kernel_versions_compares_a_commit_with_the_working_tree(tmp_path):
+    import hf_heads.gaam.layer as gaam_layer
+
+    if gaam_layer._fused_kernel() is None:
+        pytest.skip("no C++ compiler with OpenMP here: there is no kernel to build")
+    result = run_quick(tmp_path, "kernel_versions.py", ["HEAD", "worktree"])
+    rows = [line for line in result.splitlines() if line.startswith("| ") and "`" in line]
+    assert len(rows) == 6, result  # 3 axes x 2 revisions
+    assert all(line.endswith("| yes |") for line in rows), result  # the same kernel source or a faithful change
+
+
 @pytest.mark.slow
 def test_quality_runs_every_row_quick(tmp_path):
     rows = ["tfidf", "frozen_minilm", "curve", "scratch", "demo", "lora_minilm"]

@@ -262,9 +262,10 @@ def _cpu_signature() -> str:
     return f"{platform.machine()} {flags}"
 
 
-def _build_kernel() -> ctypes.CDLL:
+def _build_kernel(source: Path = _KERNEL_SOURCE) -> ctypes.CDLL:
+    """Build (once per source, compiler and CPU: cached by their hash) and load the kernel from `source`."""
     compiler = os.environ.get("CXX", "c++")
-    build = [_KERNEL_SOURCE.read_bytes(), " ".join([compiler, *_KERNEL_FLAGS]).encode(), _cpu_signature().encode()]
+    build = [source.read_bytes(), " ".join([compiler, *_KERNEL_FLAGS]).encode(), _cpu_signature().encode()]
     key = hashlib.sha256(b"\0".join(build)).hexdigest()[:16]
     cache = Path(os.environ.get("HF_HEADS_CACHE", Path.home() / ".cache" / "hf_heads")) / "kernels"
     library = cache / f"gaam_kernel-{key}.so"
@@ -274,7 +275,7 @@ def _build_kernel() -> ctypes.CDLL:
         # half-written library.
         with tempfile.TemporaryDirectory(dir=cache) as build:
             target = Path(build) / library.name
-            command = [compiler, *_KERNEL_FLAGS, "-shared", "-fPIC", str(_KERNEL_SOURCE), "-o", str(target)]
+            command = [compiler, *_KERNEL_FLAGS, "-shared", "-fPIC", str(source), "-o", str(target)]
             subprocess.run(command, check=True, capture_output=True, timeout=600)
             os.replace(target, library)
     kernel = ctypes.CDLL(str(library))
