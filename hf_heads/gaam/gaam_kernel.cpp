@@ -31,15 +31,19 @@ enum Normalization { kSum = 0, kMean = 1, kNone = 2 };
 constexpr int kStats = 5;
 constexpr int kParamGrads = 4;
 
-// Subnormal floats (below 1.2e-38) read and written as 0 while the kernel runs, on each thread that runs it. Weights
-// of elements far out in a narrow Gaussian's tail land there (with the reference's initialisation, 16 heads of 20
-// Gaussians put 3% of the outputs there), and x86 cores slow down on subnormal operands and results: flushing them made
-// the kernel 5-10% faster on (8, 512, 768). What is lost are tail weights that pass below 1.2e-38 on the way (the float
-// exp_of already ends at exp(-87)); "sum"'s eps floor can scale such a weight by up to 1/eps before it is lost.
+// Subnormal floats (below 1.2e-38) read and written as 0 while the float kernel runs, on each thread that runs it.
+// Weights of elements far out in a narrow Gaussian's tail land there (with the reference's initialisation, 16 heads of
+// 20 Gaussians put 3% of the outputs there), and x86 cores slow down on subnormal operands and results: flushing them
+// made the kernel 5-10% faster on (8, 512, 768). What is lost are tail weights that pass below 1.2e-38 on the way (the
+// float exp_of already ends at exp(-87)); "sum"'s eps floor can scale such a weight by up to 1/eps before it is lost.
+// The double kernel, the precise one, keeps subnormals as the exact path does.
+template <typename T>
 class FlushSubnormals {
  public:
 #if defined(__SSE__)
-  FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushToZero | kDenormalsAreZero); }
+  FlushSubnormals() : saved_(_mm_getcsr()) {
+    if (std::is_same_v<T, float>) _mm_setcsr(saved_ | kFlushToZero | kDenormalsAreZero);
+  }
   ~FlushSubnormals() { _mm_setcsr(saved_); }
 
  private:
@@ -407,7 +411,7 @@ void rows_forward(const Geometry& g, const T* x, T* out, T* stats, const T* para
   const int64_t H = g.heads;
 #pragma omp parallel num_threads(g.threads)
   {
-    const FlushSubnormals flush;  // per thread: each has its own floating-point control register
+    const FlushSubnormals<T> flush;  // per thread: each has its own floating-point control register
     std::vector<T> zs(g.length);
     std::vector<SegmentStats<T>> s(H);
 #pragma omp for schedule(static)
@@ -472,7 +476,7 @@ void rows_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_x, 
   const int64_t H = g.heads;
 #pragma omp parallel num_threads(g.threads)
   {
-    const FlushSubnormals flush;  // per thread: each has its own floating-point control register
+    const FlushSubnormals<T> flush;  // per thread: each has its own floating-point control register
     std::vector<T> buffer(2 * g.length);
     std::vector<SegmentStats<T>> s(H);
     std::vector<T> beta(H), a(H), bcoef(H), mean_centered(H);
@@ -628,7 +632,7 @@ void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* p
   const int64_t tasks = g.outer * g.heads * tiles;
 #pragma omp parallel num_threads(g.threads)
   {
-    const FlushSubnormals flush;  // per thread: each has its own floating-point control register
+    const FlushSubnormals<T> flush;  // per thread: each has its own floating-point control register
     TileRows<T> tile_rows(g.length, 2);
     std::vector<T> zs(g.length * kTile);
     T mean[kTile], var[kTile], scale[kTile], peak[kTile], total[kTile], factor[kTile], clamped[kTile];
@@ -724,7 +728,7 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
   const int64_t tasks = g.outer * g.heads * tiles;
 #pragma omp parallel num_threads(g.threads)
   {
-    const FlushSubnormals flush;  // per thread: each has its own floating-point control register
+    const FlushSubnormals<T> flush;  // per thread: each has its own floating-point control register
     TileRows<T> tile_rows(g.length, 3);
     std::vector<T> buffer(2 * g.length * kTile);
     T mean[kTile], var[kTile], scale[kTile], peak[kTile], factor[kTile], clamped[kTile], beta[kTile], beta_q[kTile],
