@@ -106,6 +106,28 @@ def test_fused_kernel_equals_the_exact_path(layout, dtype, normalization, kernel
         assert torch.equal(fused[0][2], x[2])  # the all-padding row passes through
 
 
+@pytest.mark.parametrize("layout", [name for name, spec in LAYOUTS.items() if spec[3] is not None])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30])
+def test_non_finite_padding_passes_through_and_leaves_every_gradient_finite(layout, value, monkeypatch):
+    """Padding is left out of the weights on both paths: whatever it holds (a NaN, an inf, a value whose square
+    overflows float32) comes out unchanged, and no gradient turns NaN through a 0 * value in the backward."""
+    _kernel_or_skip()
+    shape, axis, num_heads, pattern = LAYOUTS[layout]
+    torch.manual_seed(0)
+    layer = GaussianAdaptiveAttention(num_heads, 4, axis)
+    mask = _padding(shape[0], shape[1], pattern)
+    x = torch.randn(shape)
+    padded = ~mask.bool().reshape(mask.shape + (1,) * (len(shape) - 2)).expand(shape)
+    x[padded] = value
+    upstream = torch.randn(shape)
+    for result in (_run(layer, x, mask, upstream), _exact(monkeypatch, layer, x, mask, upstream)):
+        output, grad_x, grad_offsets, grad_c = result
+        torch.testing.assert_close(output[padded], x[padded], rtol=0, atol=0, equal_nan=True)
+        assert torch.isfinite(output[~padded]).all()
+        assert torch.equal(grad_x[padded], upstream[padded])
+        assert all(torch.isfinite(grad).all() for grad in (grad_x, grad_offsets, grad_c))
+
+
 def test_the_hand_derived_backward_of_the_head_parameters_equals_autograd():
     torch.manual_seed(0)
     c = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
@@ -135,6 +157,20 @@ def test_narrow_gaussians_whose_tails_are_subnormal_agree_with_the_exact_path(ax
     # exp(-103) in subnormals), so differences are absolute, far below each tensor's scale.
     for ours, expected in zip(fused, exact):
         torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_the_float64_kernel_keeps_subnormal_values(axis, kernel_calls, monkeypatch):
+    """Only the float32 kernel flushes subnormals: float64 inputs of ~1e-310 come out as the exact path gives them."""
+    _kernel_or_skip()
+    layer = GaussianAdaptiveAttention(2, 3, axis, normalization="mean").double()
+    x = torch.randn(2, 40, 6, dtype=torch.float64) * 1e-310
+    upstream = torch.randn(2, 40, 6, dtype=torch.float64)
+    fused = _run(layer, x, None, upstream)
+    exact = _exact(monkeypatch, layer, x, None, upstream)
+    assert len(kernel_calls) == 1 and (fused[0] != 0).any()
+    for ours, expected in zip(fused, exact):
+        torch.testing.assert_close(ours, expected, rtol=1e-10, atol=0)
 
 
 def test_the_kernel_leaves_the_callers_floating_point_settings_as_it_found_them(kernel_calls):

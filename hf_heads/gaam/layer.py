@@ -262,8 +262,10 @@ def _cpu_signature() -> str:
     return f"{platform.machine()} {flags}"
 
 
-def _build_kernel(source: Path = _KERNEL_SOURCE) -> ctypes.CDLL:
-    """Build (once per source, compiler and CPU: cached by their hash) and load the kernel from `source`."""
+def _build_kernel(source: Path | None = None) -> ctypes.CDLL:
+    """Build (once per source, compiler and CPU: cached by their hash) and load the kernel from `source` (by default
+    the one beside this file)."""
+    source = source or _KERNEL_SOURCE
     compiler = os.environ.get("CXX", "c++")
     build = [source.read_bytes(), " ".join([compiler, *_KERNEL_FLAGS]).encode(), _cpu_signature().encode()]
     key = hashlib.sha256(b"\0".join(build)).hexdigest()[:16]
@@ -497,19 +499,24 @@ class GaussianAdaptiveAttention(nn.Module):
             )  # fmt: skip
             return output.to(x.dtype)
 
+        x_real = x_compute
+        if valid is not None:
+            # Padding never enters the weights' arithmetic, not even as a 0 factor: a NaN or inf there would otherwise
+            # turn the backward's 0 * value into NaN. Padded positions pass through unchanged (below).
+            x_real = x_compute.masked_fill(~valid, 0.0)
         if valid is None or axis >= attention_mask.dim():
             # Every row splits the axis the same way: fast contiguous blocks (the last head takes the rest).
             self._check_size(size, axis)
-            weights = self._block_weights(x_compute, axis)
+            weights = self._block_weights(x_real, axis)
         else:
-            x_last = x_compute.movedim(axis, -1)
+            x_last = x_real.movedim(axis, -1)
             segments = _Buckets(valid.movedim(axis, -1), x_last.shape, self.num_heads)
             heads = self._head_parameters(compute_dtype)
             weights = gaussian_weights(x_last, segments, *heads, self.eps, self.normalization).movedim(-1, axis)
 
         if valid is not None:
             weights = weights.masked_fill(~valid, 0.0)
-            output = torch.where(valid, x_compute * weights, x_compute)
+            output = torch.where(valid, x_real * weights, x_compute)
         else:
             output = x_compute * weights
         output = output.to(x.dtype)
