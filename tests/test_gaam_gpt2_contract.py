@@ -285,8 +285,10 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(placement):
         loss.backward()
         grads.append({name: parameter.grad for name, parameter in model.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
+    # Recomputed blocks sum some gradients in another order: up to ~2e-7 apart on gradients of order 0.1-1 (float32
+    # rounding, with or without the fused GAAM kernel); a wrong recomputation would be far above 1e-6.
     for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6, msg=name)
     gaam = [name for name in grads[1] if ".gaam" in name]
     assert gaam and all(grads[1][name].abs().sum() > 0 for name in gaam)
 
