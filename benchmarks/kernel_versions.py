@@ -72,6 +72,8 @@ def main():
                         help="torch threads (default: torch's)")
     parser.add_argument("--heads", type=int, nargs=2, default=[16, 20], metavar=("H", "G"),
                         help="heads and Gaussians per head (default: 16 20)")
+    parser.add_argument("--shape", type=int, nargs=3, default=[8, 512, 768], metavar=("BATCH", "SEQ", "HIDDEN"),
+                        help="input shape (default: 8 512 768)")
     parser.add_argument("--results-dir", type=Path, default=None, help="where to write the .md (default: results/)")
     args = parser.parse_args()
     if len(set(args.revisions)) != len(args.revisions):
@@ -80,7 +82,7 @@ def main():
     import hf_heads.gaam.layer as gaam_layer
 
     torch.set_num_threads(args.threads)
-    shape = (2, 32, 48) if args.quick else (8, 512, 768)
+    shape = (2, 32, 48) if args.quick else tuple(args.shape)
     repeats = 1 if args.quick else args.repeats
     heads, gaussians = args.heads
     with tempfile.TemporaryDirectory() as folder:
