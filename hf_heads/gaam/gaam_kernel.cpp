@@ -588,26 +588,21 @@ struct TileVectors {
 };
 
 // Where a task's rows are: per tensor, a pointer to each row's tile (row k at `base + offset(k)`), or for a tile
-// narrower than kTile, to a zero-padded copy of it (`write_back` returns an output's real columns).
+// narrower than kTile, to a zero-padded copy of it (an input's copy is filled from the tensor; `write_back` returns
+// an output's real columns).
 template <typename T>
 class TileRows {
  public:
   TileRows(int64_t length, int tensors) : length_(length), tensors_(tensors), rows_(length * tensors) {}
 
   template <typename Offset>
-  T* const* point(int tensor, const T* base, int64_t n, int64_t width, Offset offset) {
-    T** rows = rows_.data() + tensor * length_;
-    if (width == kTile) {
-      for (int64_t k = 0; k < n; ++k) rows[k] = const_cast<T*>(base) + offset(k);  // written only if an output
-      return rows;
-    }
-    if (padded_.empty()) padded_.resize(tensors_ * length_ * kTile);
-    for (int64_t k = 0; k < n; ++k) {
-      rows[k] = padded_.data() + (tensor * length_ + k) * kTile;
-      std::copy(base + offset(k), base + offset(k) + width, rows[k]);
-      std::fill(rows[k] + width, rows[k] + kTile, T(0));
-    }
-    return rows;
+  const T* const* input(int tensor, const T* base, int64_t n, int64_t width, Offset offset) {
+    return point(tensor, const_cast<T*>(base), n, width, offset, true);  // never written through
+  }
+
+  template <typename Offset>
+  T* const* output(int tensor, T* base, int64_t n, int64_t width, Offset offset) {
+    return point(tensor, base, n, width, offset, false);
   }
 
   template <typename Offset>
@@ -618,6 +613,22 @@ class TileRows {
   }
 
  private:
+  template <typename Offset>
+  T* const* point(int tensor, T* base, int64_t n, int64_t width, Offset offset, bool fill) {
+    T** rows = rows_.data() + tensor * length_;
+    if (width == kTile) {
+      for (int64_t k = 0; k < n; ++k) rows[k] = base + offset(k);
+      return rows;
+    }
+    if (padded_.empty()) padded_.resize(tensors_ * length_ * kTile);
+    for (int64_t k = 0; k < n; ++k) {
+      rows[k] = padded_.data() + (tensor * length_ + k) * kTile;
+      if (fill) std::copy(base + offset(k), base + offset(k) + width, rows[k]);
+      std::fill(rows[k] + (fill ? width : 0), rows[k] + kTile, T(0));
+    }
+    return rows;
+  }
+
   int64_t length_;
   int tensors_;
   std::vector<T*> rows_;
@@ -655,8 +666,8 @@ void columns_forward(const Geometry& g, const T* x, T* out, T* stats, const T* p
       if (n == 0) continue;
       const Head<T> head = head_of(params, h, g.heads);
       auto offset = [&](int64_t k) { return row(start + k); };
-      const T* const* xr = tile_rows.point(0, xb, n, width, offset);
-      T* const* orow = tile_rows.point(1, ob, n, width, offset);
+      const T* const* xr = tile_rows.input(0, xb, n, width, offset);
+      T* const* orow = tile_rows.output(1, ob, n, width, offset);
 
       Tile sums;
       for (int64_t k = 0; k < n; ++k)
@@ -754,9 +765,9 @@ void columns_backward(const Geometry& g, const T* x, const T* grad_out, T* grad_
       if (n == 0) continue;
       const Head<T> head = head_of(params, h, g.heads);
       auto offset = [&](int64_t k) { return row(start + k); };
-      const T* const* xr = tile_rows.point(0, xb, n, width, offset);
-      const T* const* gor = tile_rows.point(1, gob, n, width, offset);
-      T* const* gxr = tile_rows.point(2, gxb, n, width, offset);
+      const T* const* xr = tile_rows.input(0, xb, n, width, offset);
+      const T* const* gor = tile_rows.input(1, gob, n, width, offset);
+      T* const* gxr = tile_rows.output(2, gxb, n, width, offset);
       const T* st = stats + (b * g.heads + h) * kStats * g.inner + j0;
       // Padded columns get harmless statistics: their weights are 0.
       T* const saved[kStats] = {mean, var, peak, factor, clamped};
